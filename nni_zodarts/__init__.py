@@ -1,0 +1,13 @@
+"""nni-zodarts: ZO-DARTS++ (zeroth-order DARTS, tempered sparsemax, parameter budgets) for Microsoft NNI."""
+from .nni_workarounds import quiet_nni_warnings
+
+quiet_nni_warnings()
+
+from .budget import ParamPolynomial, hinge_penalty  # noqa: E402
+from .module import ZOConfig, ZODartsPPModule  # noqa: E402
+from .sparsemax import TemperedSoftmax, TemperedSparsemax, sparsemax, temperature_at  # noqa: E402
+from .strategy import ZODartsPP  # noqa: E402
+
+__version__ = '0.1.0'
+__all__ = ['ZODartsPP', 'ZODartsPPModule', 'ZOConfig', 'ParamPolynomial', 'hinge_penalty', 'sparsemax',
+           'TemperedSparsemax', 'TemperedSoftmax', 'temperature_at']

@@ -1,0 +1,289 @@
+"""The Lightning module of ZO-DARTS++: DARTS's weight step, plus a zeroth-order architecture step every T steps.
+
+Spec §1 on one screen (``training_step``): every step trains the weights ``W`` exactly as DARTS does; in
+``'implicit'`` mode a perturbed copy ``W'`` (a parameter dict run through ``torch.func.functional_call``, with a
+clone of the weight optimizer's state) trains on the same batch from ``alpha + mu u``; every ``T`` steps the
+validation objective (CE + budget hinge) gives the ZO estimate of ``zo_estimator`` and Adam applies it to alpha.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
+
+from .budget import ParamPolynomial, hinge_penalty, warn_outside
+from .sparsemax import TemperedSparsemax, temperature_at
+from .zo_estimator import direct_estimate, implicit_estimate, unit_directions
+
+__all__ = ['ZOConfig', 'ZODartsPPModule']
+
+
+@dataclass(frozen=True)
+class ZOConfig:
+    """The ZO-DARTS++ hyper-parameters a :class:`ZODartsPPModule` runs with (validated by ``ZODartsPP``)."""
+    mu: float = 0.005
+    num_directions: int = 1
+    arc_update_interval: int = 10
+    initial_temperature: float = 1.5
+    temperature_decay: float = 0.75
+    temperature_interval: int = 5
+    size_search_start_epoch: int = 20
+    param_budget: tuple[float, float] | None = None
+    budget_weight: float = 15.0
+    budget_unit: float = 1e6
+    zo_mode: str = 'implicit'
+
+
+@dataclass
+class _PerturbedCopy:
+    weights: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor]
+    alphas: dict[str, torch.Tensor]
+    optimizer: torch.optim.Optimizer
+
+
+@dataclass
+class _Window:
+    labels: list[str]
+    directions: torch.Tensor
+    mu: float
+    copies: list[_PerturbedCopy] = field(default_factory=list)
+
+
+def _clone_optimizer(optimizer: torch.optim.Optimizer, originals: dict[str, nn.Parameter],
+                     clones: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
+    """The same optimizer (class, groups, hyper-parameters, momentum/Adam state) over ``clones``."""
+    by_id = {id(p): clones[name] for name, p in originals.items()}
+    groups = [{**{k: v for k, v in g.items() if k != 'params'}, 'params': [by_id[id(p)] for p in g['params']]}
+              for g in optimizer.param_groups]
+    copy = type(optimizer)(groups)
+    copy.load_state_dict(optimizer.state_dict())
+    return copy
+
+
+class ZODartsPPModule(DartsLightningModule):
+    """Search module of :class:`~nni_zodarts.ZODartsPP`. ``training_module`` must have a ``criterion``
+    (NNI's ``Classification``/``Regression`` modules do) and take ``(x, y)`` batches."""
+
+    def __init__(self, training_module, *, alphas: dict[str, nn.Parameter], size_labels: set[str],
+                 normalizer: TemperedSparsemax, polynomial: ParamPolynomial | None, config: ZOConfig,
+                 arc_learning_rate: float, gradient_clip_val: float | None,
+                 log_prob_every_n_step: int = 10, warmup_epochs: int = 0):
+        super().__init__(training_module, arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
+                         log_prob_every_n_step=log_prob_every_n_step, warmup_epochs=warmup_epochs)
+        if not hasattr(training_module, 'criterion'):
+            raise TypeError('ZODartsPP needs an evaluator module with a `criterion` attribute, such as '
+                            "NNI's Classification or Regression")
+        self.cfg = config
+        self._alphas = dict(sorted(alphas.items()))
+        self._size_labels = set(size_labels)
+        self._op_labels = [lab for lab in self._alphas if lab not in self._size_labels]
+        # The size phase starts at size_search_start_epoch only when there is something to hold back.
+        self.size_start = config.size_search_start_epoch if self._size_labels else 0
+        self.normalizer = normalizer
+        self.polynomial = polynomial
+        self._window: _Window | None = None
+        self._name_cache: tuple[dict[str, str], dict[str, nn.Parameter]] | None = None
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    @property
+    def temperature(self) -> float:
+        return self.normalizer.tau
+
+    def _names(self) -> tuple[dict[str, str], dict[str, nn.Parameter]]:
+        """``({label: alpha's name in the model}, {name: weight parameter})``, computed once."""
+        if self._name_cache is None:
+            alpha_ids = {id(a): lab for lab, a in self._alphas.items()}
+            names, weights = {}, {}
+            for name, p in self.model.named_parameters():
+                if id(p) in alpha_ids:
+                    names[alpha_ids[id(p)]] = name
+                else:
+                    weights[name] = p
+            self._name_cache = names, weights
+        return self._name_cache
+
+    def active_labels(self) -> list[str]:
+        """Labels searched now: operations always, sizes from ``size_search_start_epoch`` on (spec §7)."""
+        if self.trainer.current_epoch >= self.size_start:
+            return list(self._alphas)
+        return self._op_labels
+
+    def probabilities(self, alphas: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        alphas = {**self._alphas, **(alphas or {})}
+        return {lab: self.normalizer(a) for lab, a in alphas.items()}
+
+    def expected_params(self, alphas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """E[#params] under ``sparsemax(alpha / tau)`` (differentiable in ``alphas``)."""
+        if self.polynomial is None:
+            raise RuntimeError('expected_params needs the structural parameter count, which this space does not support')
+        return self.polynomial.expectation(self.probabilities(alphas))
+
+    def budget_active(self) -> bool:
+        return self.cfg.param_budget is not None and self.trainer.current_epoch >= self.size_start
+
+    def _loss(self, batch, overrides: dict[str, torch.Tensor]) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        return self.training_module.criterion(functional_call(self.model, overrides, (x,)), y)
+
+    def _objective(self, batch, alphas: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Validation objective ``CE + (budget_weight / tau) R(alpha)`` (spec §6) at ``alphas`` (by label).
+
+        Buffers are cloned so that the evaluation does not move BN running statistics (spec §5).
+        """
+        names, _ = self._names()
+        overrides = {n: b.clone() for n, b in self.model.named_buffers()}
+        overrides.update({names[lab]: a for lab, a in alphas.items()})
+        loss = self._loss(batch, overrides)
+        if self.budget_active():
+            lower, upper = self.cfg.param_budget
+            expected = self.expected_params(alphas).to(loss.dtype)
+            loss = loss + self.cfg.budget_weight / self.temperature * hinge_penalty(expected, lower, upper, self.cfg.budget_unit)
+        return loss
+
+    def _directions(self, labels: list[str]) -> tuple[torch.Tensor, float]:
+        flat = torch.cat([self._alphas[lab].detach() for lab in labels])
+        norm = float(flat.norm())
+        # 'direct' differences two float32 losses, so its step never shrinks below mu itself.
+        mu = self.cfg.mu * (max(norm, 1.0) if self.cfg.zo_mode == 'direct' else norm)
+        return unit_directions(self.cfg.num_directions, flat.numel(), device=flat.device), mu
+
+    def _split(self, labels: list[str], vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        sizes = [self._alphas[lab].numel() for lab in labels]
+        return dict(zip(labels, torch.split(vector, sizes)))
+
+    def _perturbed(self, labels: list[str], step: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {lab: self._alphas[lab].detach() + d for lab, d in self._split(labels, step).items()}
+
+    def _weight_optimizer(self) -> torch.optim.Optimizer:
+        (opt,) = [o for o in self.optimizers() if not getattr(o, 'is_arch_optimizer', False)]
+        return opt.optimizer
+
+    # ------------------------------------------------------------------------------------- the ZO-DARTS++ step
+    def training_step(self, batch, batch_idx):
+        T = self.cfg.arc_update_interval
+        window_start = batch_idx - batch_idx % T
+        searching = (self.trainer.current_epoch >= self.warmup_epochs and bool(self.active_labels())
+                     and window_start + T <= self.trainer.num_training_batches)   # a partial last window is skipped
+        if searching and self.cfg.zo_mode == 'implicit' and batch_idx == window_start:
+            self._open_window()
+
+        loss = self.training_module.training_step(batch['train'], batch_idx)       # DARTS phase 2: weight step
+        self.advance_optimization(loss['loss'] if isinstance(loss, dict) else loss, batch_idx, self.gradient_clip_val)
+        if self._window is not None:
+            self._perturbed_step(batch['train'])
+        if searching and batch_idx == window_start + T - 1:
+            self._architecture_step(batch['val'], batch_idx)
+        self.advance_lr_schedulers(batch_idx)
+
+        if batch_idx % self.log_prob_every_n_step == 0:
+            self.log_probs(self.export_probs())
+        return loss
+
+    def _open_window(self) -> None:
+        """Start ``W'_k`` from ``W`` with ``alpha + mu u_k`` and a clone of the weight optimizer (spec §5)."""
+        labels = self.active_labels()
+        directions, mu = self._directions(labels)
+        names, weights = self._names()
+        optimizer = self._weight_optimizer()
+        self._window = _Window(labels, directions, mu)
+        for u in directions:
+            clones = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in weights.items()}
+            alphas = {names[lab]: a for lab, a in self._perturbed(labels, mu * u).items()}
+            buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+            self._window.copies.append(_PerturbedCopy(clones, buffers, alphas, _clone_optimizer(optimizer, weights, clones)))
+
+    def _perturbed_step(self, batch) -> None:
+        for copy in self._window.copies:
+            with torch.enable_grad():
+                loss = self._loss(batch, {**copy.weights, **copy.buffers, **copy.alphas})
+            trainable = [t for t in copy.weights.values() if t.requires_grad]
+            for t, g in zip(trainable, torch.autograd.grad(loss, trainable, allow_unused=True)):
+                t.grad = g
+            if self.gradient_clip_val:
+                nn.utils.clip_grad_norm_(trainable, self.gradient_clip_val)
+            copy.optimizer.step()
+
+    def _architecture_step(self, val_batch, batch_idx: int) -> None:
+        if self.cfg.zo_mode == 'implicit':
+            window, self._window = self._window, None
+            labels, directions, mu = window.labels, window.directions, window.mu
+            _, weights = self._names()
+            alphas = {lab: self._alphas[lab].detach().requires_grad_() for lab in labels}
+            with torch.enable_grad():
+                loss = self._objective(val_batch, alphas)
+            grads = torch.autograd.grad(loss, list(alphas.values()) + list(weights.values()), allow_unused=True)
+            grad_alpha = torch.cat([torch.zeros_like(a) if g is None else g for a, g in zip(alphas.values(), grads)])
+            estimate = implicit_estimate(grad_alpha, grads[len(alphas):], list(weights.values()),
+                                         [[c.weights[n] for n in weights] for c in window.copies], directions, mu)
+        else:
+            labels = self.active_labels()
+            directions, mu = self._directions(labels)
+            with torch.no_grad():
+                loss = self._objective(val_batch, {})
+                perturbed = torch.stack([self._objective(val_batch, self._perturbed(labels, mu * u)) for u in directions])
+            estimate = direct_estimate(loss, perturbed, directions, mu)
+        if not torch.isfinite(estimate).all() or not torch.isfinite(loss):
+            raise FloatingPointError(f'non-finite architecture step at epoch {self.trainer.current_epoch}, '
+                                     f'step {batch_idx}: loss={float(loss.detach())}')
+        arc_optim = self.architecture_optimizers()
+        arc_optim.zero_grad()
+        for lab, g in self._split(labels, estimate).items():
+            self._alphas[lab].grad = g.to(self._alphas[lab].dtype)
+        arc_optim.step()
+        self.log_dict({'arch_loss': float(loss.detach()), 'zo_mu': mu, 'zo_grad_norm': float(estimate.norm())})
+        if self.polynomial is not None:
+            self.log('expected_params', float(self.expected_params()), prog_bar=True)
+
+    # ---------------------------------------------------------------------------------------- epoch schedule
+    def on_train_start(self):
+        if self.trainer.num_training_batches < self.cfg.arc_update_interval:
+            warnings.warn(f'arc_update_interval={self.cfg.arc_update_interval} exceeds the {self.trainer.num_training_batches} '
+                          'batches of an epoch, so alpha is never updated: lower arc_update_interval or the batch size.',
+                          RuntimeWarning)
+        return super().on_train_start()
+
+    def on_train_epoch_start(self):
+        epoch = self.trainer.current_epoch
+        cfg = self.cfg
+        self.normalizer.tau = temperature_at(epoch, cfg.initial_temperature, cfg.temperature_decay, cfg.temperature_interval)
+        self._window = None
+        if self._size_labels and epoch == self.size_start and epoch > 0:
+            # Size tables start afresh when the size-variable phase opens, with a new Adam state (spec §1, §5).
+            with torch.no_grad():
+                for lab in self._size_labels:
+                    self._alphas[lab].copy_(torch.randn_like(self._alphas[lab]) * 1e-3)
+            self.architecture_optimizers().optimizer.state.clear()
+        for alpha in self._alphas.values():
+            alpha.requires_grad_(False)          # alpha moves only through the ZO estimate
+        self.log('temperature', self.normalizer.tau)
+        # Skip DartsLightningModule's warm-up toggling of requires_grad; keep the base class's redirect.
+        return super(DartsLightningModule, self).on_train_epoch_start()
+
+    # ------------------------------------------------------------------------------- optimizers and export
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self._alphas.values())      # sorted by label, so optimizer state maps back on resume
+
+    def configure_architecture_optimizers(self):
+        return torch.optim.Adam(self.arch_parameters(), self.arc_learning_rate, betas=(0.5, 0.999), weight_decay=1e-3)
+
+    def export(self) -> dict[str, Any]:
+        """DARTS's argmax; with a ``param_budget``, the most probable architecture inside it (spec §6)."""
+        arch = super().export()
+        if self.cfg.param_budget is None or self.polynomial is None:
+            return arch
+        lower, upper = self.cfg.param_budget
+        if lower <= self.polynomial.count(arch) <= upper:
+            return arch
+        with torch.no_grad():
+            probs = {lab: p.detach().cpu() for lab, p in self.probabilities().items()}
+        arch, params, inside = self.polynomial.most_probable_within(probs, lower, upper, arch,
+                                                                    generator=torch.Generator().manual_seed(0))
+        if not inside:
+            warn_outside(params, lower, upper)
+        return arch

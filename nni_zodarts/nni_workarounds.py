@@ -1,0 +1,36 @@
+"""Every work-around for NNI 3.0 on a current stack, in one place (see docs/nni_notes in the spec set).
+
+* torch >= 2.4 classes that are not modules make NNI warn at import (harmless): filtered here.
+* filelock >= 3.12 makes ``NasExperiment.run()`` hang forever (NNI pins ``filelock<3.12``): checked here.
+* NNI bugs A (DARTS ``penalty=`` has no gradient), B (int/float profiler sums) and C (the parameter
+  profiler hangs on ``Repeat``) are avoided by ``budget.ParamPolynomial``, not patched.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from importlib.metadata import PackageNotFoundError, version
+
+__all__ = ['quiet_nni_warnings', 'check_filelock']
+
+
+def quiet_nni_warnings() -> None:
+    """Silence the warnings NNI and Lightning print on every import and run that say nothing to a user."""
+    warnings.filterwarnings('ignore', message=r'.*is found to be not a nn\.Module', category=RuntimeWarning)
+    warnings.filterwarnings('ignore', message=r'.*`isinstance\(treespec, LeafSpec\)` is deprecated')
+    warnings.filterwarnings('ignore', message=r'.*training_service.* will be ignored')
+    warnings.filterwarnings('ignore', message=r'.*DataLoader .* is not traced', category=RuntimeWarning)
+    warnings.filterwarnings('ignore', message=r'.*does not have many workers')
+    # NNI logs this once per config validation (a dozen times a run) for every one-shot experiment.
+    logging.getLogger('nni.nas.experiment.config.experiment').addFilter(
+        lambda record: 'will be ignored for sequential' not in record.getMessage())
+
+
+def check_filelock() -> None:
+    """Raise a clear error instead of NNI's silent hang when filelock is too new."""
+    try:
+        major, minor = (int(x) for x in version('filelock').split('.')[:2])
+    except (PackageNotFoundError, ValueError):
+        return
+    if (major, minor) >= (3, 12):
+        raise RuntimeError(f'filelock {major}.{minor} makes NNI 3.0 experiments hang: pip install "filelock<3.12"')

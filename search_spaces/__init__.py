@@ -1,0 +1,20 @@
+"""NNI model spaces for ZO-DARTS++: ``size_variable`` (ZO-DARTS++) and ``nb201`` (ZO-DARTS+)."""
+from __future__ import annotations
+
+from nni_zodarts.nni_workarounds import quiet_nni_warnings
+
+quiet_nni_warnings()
+
+from .nb201 import NB201Space  # noqa: E402
+from .size_variable import SizeVariableSpace  # noqa: E402
+
+SPACES = {'size_variable': SizeVariableSpace, 'nb201': NB201Space}
+
+__all__ = ['SPACES', 'create_space', 'NB201Space', 'SizeVariableSpace']
+
+
+def create_space(name: str, **kwargs):
+    """Build a registered space by name, e.g. ``create_space('size_variable', in_channels=1, num_classes=2)``."""
+    if name not in SPACES:
+        raise ValueError(f'unknown space {name!r}: choose one of {", ".join(SPACES)}')
+    return SPACES[name](**kwargs)

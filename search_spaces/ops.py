@@ -1,0 +1,147 @@
+"""Building blocks shared by the NAS-Bench-201-style spaces (spec §2): cell operations, cell, reduction, head.
+
+A layer whose sizes are ``nni.choice`` values is NNI's ``Mutable*`` layer (DARTS mixes it by weight
+slicing, ``space.freeze`` builds the plain layer); otherwise it is the plain ``torch.nn`` layer.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import nni
+import torch
+from torch import nn
+from nni.mutable import Mutable
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d, MutableLinear
+
+EDGES = [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]      # (to, from), NAS-Bench-201 order (spec §2)
+
+
+def _mutable(*args) -> bool:
+    return any(isinstance(a, Mutable) for a in args)
+
+
+def conv2d(c_in, c_out, kernel_size, stride=1, padding=0, bias=True) -> nn.Module:
+    layer = MutableConv2d if _mutable(c_in, c_out, kernel_size, padding) else nn.Conv2d
+    return layer(c_in, c_out, kernel_size, stride=stride, padding=padding, bias=bias)
+
+
+def batchnorm2d(channels, affine=True, track_running_stats=True) -> nn.Module:
+    layer = MutableBatchNorm2d if _mutable(channels) else nn.BatchNorm2d
+    return layer(channels, affine=affine, track_running_stats=track_running_stats)
+
+
+def linear(c_in, c_out) -> nn.Module:
+    return (MutableLinear if _mutable(c_in, c_out) else nn.Linear)(c_in, c_out)
+
+
+class Zero(nn.Module):
+    """The ``none`` operation."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mul(0.0)
+
+
+class ReLUConvBN(nn.Sequential):
+    """ReLU -> Conv(k, 'same' padding, bias) -> BN(affine=False): a cell convolution (spec §2)."""
+
+    def __init__(self, channels, kernel_size, track_running_stats: bool = False):
+        super().__init__(nn.ReLU(), conv2d(channels, channels, kernel_size, padding=kernel_size // 2, bias=True),
+                         batchnorm2d(channels, affine=False, track_running_stats=track_running_stats))
+
+
+def avg_pool_3x3() -> nn.Module:
+    return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+
+
+OpFactory = Callable[[object, str, bool], nn.Module]   # (channels, edge label, track_running_stats) -> module
+
+NB201_OPS: dict[str, OpFactory] = {
+    'none': lambda c, label, track: Zero(),
+    'skip_connect': lambda c, label, track: nn.Identity(),
+    'nor_conv_1x1': lambda c, label, track: ReLUConvBN(c, 1, track),
+    'nor_conv_3x3': lambda c, label, track: ReLUConvBN(c, 3, track),
+    'avg_pool_3x3': lambda c, label, track: avg_pool_3x3(),
+}
+
+
+def kernel_variable_conv(channels, label: str, track: bool, kernel_sizes=(7, 5, 3)) -> nn.Module:
+    """ZO-DARTS++'s kernel-variable conv: one 7x7 weight whose centre crops are the 5x5 and 3x3 kernels."""
+    return ReLUConvBN(channels, nni.choice(f'{label}_k', list(kernel_sizes)), track)
+
+
+SIZE_VARIABLE_OPS: dict[str, OpFactory] = {
+    'none': NB201_OPS['none'],
+    'skip_connect': NB201_OPS['skip_connect'],
+    'nor_conv_1x1': NB201_OPS['nor_conv_1x1'],
+    'kernel_variable_conv': kernel_variable_conv,
+    'avg_pool_3x3': NB201_OPS['avg_pool_3x3'],
+}
+
+
+class Cell(nn.Module):
+    """NAS-Bench-201 cell: 4 nodes, ``node_i = sum_{j<i} op_{i<-j}(node_j)``; edge ``i<-j`` is labelled
+    ``{prefix}_e{i}{j}``, so cells built with one prefix share their choices."""
+
+    def __init__(self, channels, prefix: str, ops: dict[str, OpFactory], track_running_stats: bool = False):
+        super().__init__()
+        self.edges = nn.ModuleDict({
+            f'{i}{j}': LayerChoice({name: make(channels, f'{prefix}_e{i}{j}', track_running_stats)
+                                    for name, make in ops.items()}, label=f'{prefix}_e{i}{j}')
+            for i, j in EDGES
+        })
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nodes = [x]
+        for i in range(1, 4):
+            nodes.append(sum(self.edges[f'{i}{j}'](nodes[j]) for j in range(i)))
+        return nodes[3]
+
+
+class ResNetReduction(nn.Module):
+    """Fixed stride-2 residual block between stages (spec §2): ReLU-Conv3x3(s2)-BN -> ReLU-Conv3x3-BN,
+    shortcut AvgPool2x2 -> Conv1x1."""
+
+    def __init__(self, c_in, c_out):
+        super().__init__()
+        self.conv_a = nn.Sequential(nn.ReLU(), conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), batchnorm2d(c_out))
+        self.conv_b = nn.Sequential(nn.ReLU(), conv2d(c_out, c_out, 3, padding=1, bias=False), batchnorm2d(c_out))
+        self.shortcut = nn.Sequential(nn.AvgPool2d(2, 2), conv2d(c_in, c_out, 1, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_b(self.conv_a(x)) + self.shortcut(x)
+
+
+class Head(nn.Module):
+    """BN -> ReLU -> global average pool -> Linear. ``view`` rather than ``flatten`` (nni_notes §2.5)."""
+
+    def __init__(self, channels, num_classes: int):
+        super().__init__()
+        self.bn = batchnorm2d(channels)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(torch.relu(self.bn(x)))
+        return self.classifier(x.view(x.size(0), -1))
+
+
+def stem(in_channels: int, channels) -> nn.Module:
+    return nn.Sequential(conv2d(in_channels, channels, 3, padding=1, bias=False), batchnorm2d(channels))
+
+
+class CellNetworkSpace(ModelSpace):
+    """The NAS-Bench-201 skeleton (spec §2): stem, three stages of cells with a residual reduction between
+    them, head. Subclasses fill ``self.stem``, ``self.stages`` (3 modules), ``self.reductions`` (2), ``self.head``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i < len(self.reductions):
+                x = self.reductions[i](x)
+        return self.head(x)
+
+    def _build_skeleton(self, in_channels: int, num_classes: int, widths: list) -> None:
+        self.stem = stem(in_channels, widths[0])
+        self.reductions = nn.ModuleList([ResNetReduction(a, b) for a, b in zip(widths, widths[1:])])
+        self.head = Head(widths[-1], num_classes)
