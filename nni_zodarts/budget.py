@@ -7,7 +7,7 @@ supernet as a polynomial in choice indicators::
     params(arch) = sum_t c_t * prod_{(label, i) in t} 1[arch[label] = i]
 
 A mixed layer multiplies each candidate's polynomial by its indicator, a mixed ``Repeat`` adds block j to
-every depth >= j, a mixed operation (kernel size, width) enumerates its own options through NNI's ``freeze``,
+every depth >= j, a mixed operation (kernel size, width) enumerates its options and builds each plain layer,
 and any other module adds its own parameters. Labels are independent under the relaxation, so the
 expectation is the same sum with indicators replaced by probabilities (exact, and differentiable), and for a
 one-hot architecture it is the parameter count of ``space.freeze(arch)``.
@@ -69,7 +69,9 @@ def _module_polynomial(module: nn.Module, labels: Mapping[str, Categorical]) -> 
         own = sorted(module.simplify())
         for indices in itertools.product(*(range(len(labels[lab].values)) for lab in own)):
             sample = {lab: labels[lab].values[i] for lab, i in zip(own, indices)}
-            count = sum(p.numel() for p in module.freeze(sample).parameters())
+            # Build the plain layer rather than MixedOperation.freeze, which fails on bias-free convs (NNI 3.0).
+            arguments = {**module.init_arguments, **{k: v.freeze(sample) for k, v in module.mutable_arguments.items()}}
+            count = sum(p.numel() for p in module.bound_type(**arguments).parameters())
             out[frozenset(zip(own, indices))] += count
         return out
     if isinstance(module, DifferentiableMixedInput):

@@ -8,6 +8,7 @@ validation objective (CE + budget hinge) gives the ZO estimate of ``zo_estimator
 from __future__ import annotations
 
 import warnings
+from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +63,7 @@ def _clone_optimizer(optimizer: torch.optim.Optimizer, originals: dict[str, nn.P
     groups = [{**{k: v for k, v in g.items() if k != 'params'}, 'params': [by_id[id(p)] for p in g['params']]}
               for g in optimizer.param_groups]
     copy = type(optimizer)(groups)
-    copy.load_state_dict(optimizer.state_dict())
+    copy.load_state_dict(deepcopy(optimizer.state_dict()))      # load_state_dict alone would share the buffers
     return copy
 
 

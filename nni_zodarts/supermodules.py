@@ -16,7 +16,7 @@ from nni.nas.oneshot.pytorch.supermodule.differentiable import (
     DifferentiableMixedInput, DifferentiableMixedLayer, DifferentiableMixedRepeat, MixedOpDifferentiablePolicy,
 )
 
-__all__ = ['SparseMixedLayer', 'SparseMixedInput', 'SparseMixedRepeat', 'SparseMixedOpPolicy', 'nonzero_options']
+__all__ = ['SparseMixedLayer', 'SparseMixedInput', 'SparseMixedRepeat', 'SparseMixedOpPolicy', 'nonzero_options', 'mix']
 
 
 def nonzero_options(options: list[tuple[Any, torch.Tensor]]) -> list[tuple[Any, torch.Tensor]]:
@@ -27,13 +27,23 @@ def nonzero_options(options: list[tuple[Any, torch.Tensor]]) -> list[tuple[Any, 
     return [ow for ow, k in zip(options, keep) if k]
 
 
+def mix(items: list, weights: list[torch.Tensor]):
+    """``sum_i w_i * item_i``; tensors take a direct path, anything else NNI's ``weighted_sum``."""
+    if not all(isinstance(item, torch.Tensor) for item in items):
+        return weighted_sum(items, weights)
+    out = items[0] * weights[0]
+    for item, w in zip(items[1:], weights[1:]):
+        out = out + item * w
+    return out
+
+
 class SparseMixedLayer(DifferentiableMixedLayer):
     """:class:`~nni.nas.nn.pytorch.LayerChoice` as ``sum_i p_i op_i(x)`` over the candidates with ``p_i != 0``."""
 
     def forward(self, *args, **kwargs):
         weights = self._softmax(self._arch_alpha)
         alive = nonzero_options(list(zip(self.names, weights)))
-        return weighted_sum([self[name](*args, **kwargs) for name, _ in alive], [w for _, w in alive])
+        return mix([self[name](*args, **kwargs) for name, _ in alive], [w for _, w in alive])
 
 
 class SparseMixedInput(DifferentiableMixedInput):
@@ -42,7 +52,7 @@ class SparseMixedInput(DifferentiableMixedInput):
     def forward(self, inputs):
         weights = self._softmax(self._arch_alpha)
         alive = nonzero_options(list(zip(inputs, weights)))
-        return weighted_sum([x for x, _ in alive], [w for _, w in alive])
+        return mix([x for x, _ in alive], [w for _, w in alive])
 
 
 class SparseMixedRepeat(DifferentiableMixedRepeat):
@@ -59,7 +69,7 @@ class SparseMixedRepeat(DifferentiableMixedRepeat):
             if depth in depth_weights:
                 outputs.append(x)
                 output_weights.append(depth_weights[depth])
-        return weighted_sum(outputs, output_weights)
+        return mix(outputs, output_weights)
 
 
 class SparseMixedOpPolicy(MixedOpDifferentiablePolicy):

@@ -9,6 +9,7 @@ from typing import Callable
 
 import nni
 import torch
+import torch.nn.functional as F
 from torch import nn
 from nni.mutable import Mutable
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d, MutableLinear
@@ -49,8 +50,19 @@ class ReLUConvBN(nn.Sequential):
                          batchnorm2d(channels, affine=False, track_running_stats=track_running_stats))
 
 
+class AvgPool3x3(nn.Module):
+    """``AvgPool2d(3, 1, 1, count_include_pad=False)`` as a depthwise box filter over the count of valid
+    pixels: the same numbers, several times faster on CPU, where ``avg_pool2d`` costs as much as a 7x7 conv."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        channels, (h, w) = x.size(1), x.shape[-2:]
+        box = x.new_ones(channels, 1, 3, 3)
+        count = F.conv2d(x.new_ones(1, 1, h, w), box[:1], padding=1)
+        return F.conv2d(x, box, padding=1, groups=channels) / count
+
+
 def avg_pool_3x3() -> nn.Module:
-    return nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    return AvgPool3x3()
 
 
 OpFactory = Callable[[object, str, bool], nn.Module]   # (channels, edge label, track_running_stats) -> module

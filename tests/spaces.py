@@ -1,0 +1,45 @@
+"""Tiny NNI model spaces that are not in the package, for tests."""
+import nni
+import torch
+from torch import nn
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d, MutableLinear, Repeat
+
+
+class Counting(nn.Module):
+    """A candidate that counts how often it runs."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = MutableConv2d(channels, channels, 3, padding=1)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.conv(x)
+
+
+class Block(nn.Module):
+    def __init__(self, width, label):
+        super().__init__()
+        self.op = LayerChoice({'conv': nn.Sequential(nn.ReLU(), MutableConv2d(width, width, nni.choice(f'{label}_k', [3, 1]),
+                                                                              padding=nni.choice(f'{label}_k', [3, 1]) // 2)),
+                               'skip': nn.Identity(), 'counted': Counting(width)}, label=label)
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class TinySpace(ModelSpace):
+    """Width, kernel size, an operation choice and a depth: every kind of mutable ZODartsPP supports."""
+
+    def __init__(self, in_channels=1, num_classes=2):
+        super().__init__()
+        width = nni.choice('width', [4, 8])
+        self.stem = nn.Sequential(MutableConv2d(in_channels, width, 3, padding=1), MutableBatchNorm2d(width))
+        self.body = Repeat(lambda i: Block(width, 'op'), nni.choice('depth', [1, 2, 3]))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = MutableLinear(width, num_classes)
+
+    def forward(self, x):
+        x = self.pool(torch.relu(self.body(self.stem(x))))
+        return self.fc(x.view(x.size(0), -1))

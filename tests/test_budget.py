@@ -1,0 +1,101 @@
+import itertools
+import random
+
+import pytest
+import torch
+
+from nni_zodarts import ZODartsPP
+from nni_zodarts.budget import hinge_penalty, parse_budget
+from search_spaces import NB201Space, SizeVariableSpace
+from spaces import TinySpace
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def mutated(space):
+    strategy = ZODartsPP(size_search_start_epoch=0)
+    strategy.mutate_model(space)
+    return strategy
+
+
+def random_arch(space, rng):
+    return {label: rng.choice(m.values) for label, m in space.simplify().items()}
+
+
+def test_spec_example_all_1x1_depth_1_1_2_is_130971():
+    arch = {label: m.values[0] for label, m in SizeVariableSpace(num_classes=11).simplify().items()}
+    arch.update({label: 'nor_conv_1x1' for label in arch if label[-3:-2] == 'e' or label.split('_')[-1].startswith('e')})
+    arch.update(s0_depth=1, s1_depth=1, s2_depth=2)
+    assert n_params(SizeVariableSpace(num_classes=11).freeze(arch)) == 130_971
+    assert mutated(SizeVariableSpace(num_classes=11)).polynomial.count(arch) == 130_971
+
+
+@pytest.mark.parametrize('make', [
+    lambda: SizeVariableSpace(in_channels=1, num_classes=2),
+    lambda: SizeVariableSpace(in_channels=3, num_classes=5, width_multipliers=(0.5, 0.75, 1.0)),
+    lambda: NB201Space(in_channels=3, num_classes=4),
+    lambda: TinySpace(),
+])
+def test_count_equals_frozen_model(make):
+    poly, rng = mutated(make()).polynomial, random.Random(0)
+    for _ in range(6):
+        arch = random_arch(make(), rng)
+        assert poly.count(arch) == n_params(make().freeze(arch)), arch
+
+
+def test_expectation_is_exact_against_enumeration():
+    space = TinySpace()
+    labels = space.simplify()
+    poly = mutated(TinySpace()).polynomial
+    torch.manual_seed(3)
+    probs = {lab: torch.softmax(torch.randn(len(m.values), dtype=torch.float64), 0) for lab, m in labels.items()}
+    brute = 0.0
+    for values in itertools.product(*(m.values for m in labels.values())):
+        arch = dict(zip(labels, values))
+        weight = 1.0
+        for lab, v in arch.items():
+            weight *= float(probs[lab][labels[lab].values.index(v)])
+        brute += weight * n_params(TinySpace().freeze(arch))
+    assert float(poly.expectation(probs)) == pytest.approx(brute, rel=1e-9)
+
+
+def test_expectation_is_differentiable():
+    poly = mutated(SizeVariableSpace()).polynomial
+    alphas = {lab: torch.zeros(len(c), dtype=torch.float64, requires_grad=True) for lab, c in poly.choices.items()}
+    expected = poly.expectation({lab: torch.softmax(a, 0) for lab, a in alphas.items()})
+    expected.backward()
+    k = alphas['s2_e10_k'].grad                   # stage-3 kernel sizes [7, 5, 3]: more mass on 7x7 costs more
+    assert k[0] > k[1] > k[2]
+    assert alphas['s2_depth'].grad[2] > alphas['s2_depth'].grad[0]
+
+
+def test_hinge_penalty_two_sided():
+    p = torch.tensor([50.0, 150.0, 400.0])
+    assert torch.allclose(hinge_penalty(p, 100, 300, unit=100), torch.tensor([0.5, 0.0, 1.0]))
+
+
+@pytest.mark.parametrize('bad', [-5, 0, (300, 100), (-1, 10), 'big', (1, 2, 3)])
+def test_bad_budgets_are_refused(bad):
+    with pytest.raises(ValueError, match='param_budget'):
+        parse_budget(bad)
+
+
+def test_budget_forms():
+    assert parse_budget(None) is None
+    assert parse_budget(1000) == (0.0, 1000.0)
+    assert parse_budget((10, 20)) == (10.0, 20.0)
+
+
+def test_most_probable_within_window():
+    poly = mutated(SizeVariableSpace()).polynomial
+    probs = {lab: torch.full((len(c),), 1 / len(c), dtype=torch.float64) for lab, c in poly.choices.items()}
+    probs['s2_e10'] = torch.tensor([0.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)     # strongly wants a big conv
+    start = {lab: c[-1] if lab.endswith('depth') else c[3] if lab[-1].isdigit() else 7 for lab, c in poly.choices.items()}
+    assert poly.count(start) > 1_000_000
+    arch, params, inside = poly.most_probable_within(probs, 0, 300_000, start, generator=torch.Generator().manual_seed(0))
+    assert inside and params <= 300_000 and poly.count(arch) == params
+    assert poly.smallest() < 300_000
+    _, _, possible = poly.most_probable_within(probs, 0, poly.smallest() - 1, start)
+    assert not possible

@@ -1,0 +1,94 @@
+import pytest
+import torch
+from nni.nas.evaluator.pytorch import Classification
+from nni.nas.experiment import NasExperiment
+from torch.utils.data import DataLoader, TensorDataset
+
+from nni_zodarts import ZODartsPP
+from nni_zodarts.module import _clone_optimizer
+from spaces import TinySpace
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def evaluator(epochs=2, n=64, batch=8):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * n, 1, 8, 8, generator=g)
+    y = (x.mean((1, 2, 3)) > 0).long()
+    loader = lambda a, b: DataLoader(TensorDataset(x[a:b], y[a:b]), batch_size=batch)
+    return Classification(train_dataloaders=loader(0, n), val_dataloaders=loader(n, 2 * n), num_classes=2,
+                          max_epochs=epochs, accelerator='cpu', logger=False, enable_checkpointing=False,
+                          enable_progress_bar=False, enable_model_summary=False, learning_rate=0.05,
+                          optimizer=torch.optim.SGD)
+
+
+def search(strategy, epochs=2, seed=0):
+    torch.manual_seed(seed)
+    space = TinySpace()
+    exp = NasExperiment(space, evaluator(epochs), strategy)
+    exp.run()
+    arch = exp.export_top_models(formatter='dict')[0]
+    exp.stop()
+    return arch
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(mu=0), 'mu'), (dict(mu=-1.0), 'mu'), (dict(param_budget=-5), 'param_budget'),
+    (dict(param_budget=(500, 100)), 'lower bound'), (dict(zo_mode='exact'), 'zo_mode'),
+    (dict(normalization='gumbel'), 'normalization'), (dict(num_directions=0), 'num_directions'),
+    (dict(temperature_decay=1.5), 'temperature_decay'), (dict(penalty={'baseline': 1}), 'param_budget'),
+])
+def test_bad_arguments_say_what_to_fix(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ZODartsPP(**kwargs)
+
+
+@pytest.mark.parametrize('mode', ['implicit', 'direct'])
+def test_search_exports_a_valid_architecture(mode):
+    strategy = ZODartsPP(zo_mode=mode, arc_update_interval=2, size_search_start_epoch=1, mu=0.05, temperature_interval=1)
+    arch = search(strategy)
+    labels = TinySpace().simplify()
+    assert set(arch) == set(labels) and all(arch[k] in labels[k].values for k in labels)
+    model = TinySpace().freeze(arch)
+    assert model(torch.randn(3, 1, 8, 8)).shape == (3, 2)
+    assert n_params(model) == strategy.polynomial.count(arch)
+    alphas = strategy.oneshot_module.arch_parameters()
+    assert all(torch.isfinite(a).all() for a in alphas)
+    assert any(a.abs().max() > 0.01 for a in alphas)       # Adam moved alpha away from its 1e-3 initialisation
+    probs = strategy.export_probs()
+    assert all(abs(sum(p.values()) - 1) < 1e-5 for p in probs.values())
+
+
+def test_size_choices_are_held_at_their_largest_until_the_size_phase():
+    strategy = ZODartsPP(arc_update_interval=2, size_search_start_epoch=5)
+    search(strategy, epochs=1)
+    probs = strategy.export_probs()
+    assert probs['width'][8] == 1 and probs['depth'][3] == 1 and probs['op_k'][3] == 1
+    assert probs['op'] != pytest.approx({'conv': 1 / 3, 'skip': 1 / 3, 'counted': 1 / 3}, abs=1e-3)
+
+
+def test_budget_moves_the_expectation_and_bounds_the_export():
+    common = dict(arc_update_interval=2, size_search_start_epoch=0, mu=0.05, arc_learning_rate=0.1)
+    free = ZODartsPP(**common)
+    search(free, epochs=3)
+    tight = ZODartsPP(param_budget=250, budget_unit=100, budget_weight=15, **common)
+    arch = search(tight, epochs=3)
+    assert tight.expected_params() < free.expected_params() - 20
+    assert n_params(TinySpace().freeze(arch)) <= 250
+
+
+def test_perturbed_optimizer_clone_follows_the_same_rule():
+    w = torch.nn.Parameter(torch.randn(5))
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, nesterov=True, weight_decay=3e-4)
+    for _ in range(3):
+        w.grad = torch.randn(5)
+        opt.step()
+    clone = w.detach().clone().requires_grad_()
+    copy = _clone_optimizer(opt, {'w': w}, {'w': clone})
+    grad = torch.randn(5)
+    w.grad, clone.grad = grad.clone(), grad.clone()
+    opt.step()
+    copy.step()
+    assert torch.equal(w.detach(), clone.detach())       # same momentum state, same update: W' - W is only from alpha
