@@ -220,8 +220,9 @@ class ZODartsPPModule(DartsLightningModule):
                 loss = self._objective(val_batch, alphas)
             grads = torch.autograd.grad(loss, list(alphas.values()) + list(weights.values()), allow_unused=True)
             grad_alpha = torch.cat([torch.zeros_like(a) if g is None else g for a, g in zip(alphas.values(), grads)])
-            estimate = implicit_estimate(grad_alpha, grads[len(alphas):], list(weights.values()),
-                                         [[c.weights[n] for n in weights] for c in window.copies], directions, mu)
+            with torch.no_grad():
+                estimate = implicit_estimate(grad_alpha, grads[len(alphas):], list(weights.values()),
+                                             [[c.weights[n] for n in weights] for c in window.copies], directions, mu)
         else:
             labels = self.active_labels()
             directions, mu = self._directions(labels)

@@ -19,7 +19,7 @@ def quiet_nni_warnings() -> None:
     warnings.filterwarnings('ignore', message=r'.*is found to be not a nn\.Module', category=RuntimeWarning)
     warnings.filterwarnings('ignore', message=r'.*`isinstance\(treespec, LeafSpec\)` is deprecated')
     warnings.filterwarnings('ignore', message=r'.*training_service.* will be ignored')
-    warnings.filterwarnings('ignore', message=r'.*DataLoader .* is not traced', category=RuntimeWarning)
+    warnings.filterwarnings('ignore', message=r'.*please try to wrap PyTorch DataLoader with nni.trace')
     warnings.filterwarnings('ignore', message=r'.*does not have many workers')
     # NNI logs this once per config validation (a dozen times a run) for every one-shot experiment.
     logging.getLogger('nni.nas.experiment.config.experiment').addFilter(

@@ -1,0 +1,77 @@
+"""Search plots from the CSV histories: probability evolution per label, and E[params] / accuracy per epoch."""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ['plot_search']
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _group(label: str) -> str:
+    """``s0_e21_k`` -> ``s0``; labels without a stage prefix share one figure."""
+    match = re.match(r'(s\d+)_', label)
+    return match.group(1) if match else 'choices'
+
+
+def plot_probabilities(alpha: pd.DataFrame, directory: Path) -> list[Path]:
+    """One figure per stage: a panel per label, a line per choice, probability against epoch."""
+    plt = _pyplot()
+    paths = []
+    for group, frame in alpha.groupby(alpha['label'].map(_group)):
+        labels = sorted(frame['label'].unique())
+        cols = min(4, len(labels))
+        rows = math.ceil(len(labels) / cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.6 * rows), squeeze=False, sharex=True)
+        for ax, label in zip(axes.flat, labels):
+            for choice, series in frame[frame['label'] == label].groupby('choice', sort=False):
+                ax.plot(series['epoch'], series['probability'], label=str(choice))
+            ax.set_title(label, fontsize=9)
+            ax.set_ylim(-0.02, 1.02)
+            ax.legend(fontsize=6, loc='best')
+        for ax in list(axes.flat)[len(labels):]:
+            ax.axis('off')
+        fig.supxlabel('epoch')
+        fig.supylabel('probability (tempered sparsemax)')
+        fig.tight_layout()
+        paths.append(directory / f'probabilities_{group}.png')
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def plot_curves(history: pd.DataFrame, path: Path) -> Path:
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot(history['epoch'], history['expected_params'] / 1e3, marker='o')
+    left.set_xlabel('epoch')
+    left.set_ylabel('expected parameters (k)')
+    for column, name in [('train_acc', 'train (weight half)'), ('val_acc', 'validation (architecture half)')]:
+        if column in history:
+            right.plot(history['epoch'], history[column], marker='o', label=name)
+    right.set_xlabel('epoch')
+    right.set_ylabel('supernet accuracy')
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_search(output: str | Path) -> list[Path]:
+    """Write ``output/plots/*.png`` from ``search_history.csv`` and ``alpha_history.csv``."""
+    output = Path(output)
+    directory = output / 'plots'
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = plot_probabilities(pd.read_csv(output / 'alpha_history.csv'), directory)
+    paths.append(plot_curves(pd.read_csv(output / 'search_history.csv'), directory / 'search_curves.png'))
+    return paths

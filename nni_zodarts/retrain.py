@@ -1,0 +1,128 @@
+"""Retrain an exported architecture from scratch on MedMNIST and report honest test metrics (spec §9)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from .data import PAPER_RETRAIN_BATCH, DataError, cap, load_medmnist, make_loader
+from .files import prepare_output, read_json, write_json
+from .search import load_search_config, resolve_device
+from .training import RetrainModule, max_over_epochs, medmnist_metrics
+
+__all__ = ['retrain', 'build_model', 'RETRAIN_RESULTS']
+
+RETRAIN_RESULTS = ['retrain_metrics.json', 'model.pt', 'checkpoints']
+
+
+class ArchitectureError(ValueError):
+    """An architecture that does not fit its space; the message names the bad key or value."""
+
+
+def build_model(arch: dict[str, Any], space: str, space_kwargs: dict[str, Any]) -> torch.nn.Module:
+    """Freeze ``arch`` (NNI's dict format) in a fresh space; cells keep BN running statistics for deployment."""
+    from search_spaces import create_space
+    model_space = create_space(space, track_running_stats=True, **space_kwargs)
+    labels = model_space.simplify()
+    unknown = sorted(set(arch) - set(labels))
+    missing = sorted(set(labels) - set(arch))
+    if unknown or missing:
+        raise ArchitectureError(f'architecture does not fit the {space} space: '
+                                + (f'unknown key {unknown[0]!r}' if unknown else f'missing key {missing[0]!r}'))
+    for label, mutable in labels.items():
+        if arch[label] not in mutable.values:
+            raise ArchitectureError(f'architecture value {arch[label]!r} of {label!r} is not one of {mutable.values}')
+    return model_space.freeze(arch)
+
+
+def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = None, data_root: str | None = None,
+            image_size: int | None = None, space: str | None = None, epochs: int = 20, batch_size: int | None = None,
+            seed: int = 0, max_samples: int | None = None, accelerator: str = 'auto', onnx: bool = False,
+            quiet: bool = False, overwrite: bool = False, resume: bool = False, learning_rate: float = 0.1,
+            warmup_epochs: int = 10) -> dict[str, Any]:
+    """Train ``arch_path`` from scratch on the official train split, select the epoch on the val split,
+    test once. Writes ``retrain_metrics.json``, ``retrain_history.csv``, ``model.pt`` (and ``model.onnx``)."""
+    import pandas as pd
+
+    from .files import write_csv
+
+    if epochs <= 0:
+        raise ValueError(f'--epochs must be > 0, got {epochs}')
+    arch_path = Path(arch_path)
+    if not arch_path.exists():
+        raise DataError(f'{arch_path} not found: pass the architecture.json written by `nni-zodarts search`')
+    try:
+        arch = read_json(arch_path)
+    except ValueError as err:
+        raise ArchitectureError(f'{arch_path} is not valid JSON ({err})') from None
+    if not isinstance(arch, dict):
+        raise ArchitectureError(f'{arch_path} must hold a JSON object {{label: value}}')
+    config = load_search_config(arch_path)
+    dataset = dataset or config.get('dataset', 'breastmnist')
+    image_size = image_size or config.get('image_size', 28)
+    space = space or config.get('space', 'size_variable')
+    output = prepare_output(output, RETRAIN_RESULTS, overwrite=overwrite, resume=resume)
+    data = load_medmnist(dataset, data_root, image_size)
+    space_kwargs = {**config.get('space_kwargs', {}), 'in_channels': data.n_channels, 'num_classes': data.n_classes}
+    if config.get('space_kwargs', {}).get('in_channels', data.n_channels) != data.n_channels:
+        raise DataError(f'{dataset} has {data.n_channels} channels but the architecture was searched on '
+                        f'{config["space_kwargs"]["in_channels"]}: retrain on a data set like the searched one')
+    pl.seed_everything(seed, workers=True, verbose=False)
+    model = build_model(arch, space, space_kwargs)
+    params = sum(p.numel() for p in model.parameters())
+    batch_size = batch_size or PAPER_RETRAIN_BATCH.get(dataset, 64)
+    device = resolve_device(accelerator)
+    train = cap(*data.splits['train'], max_samples, seed)
+    val = cap(*data.splits['val'], max_samples, seed + 1)
+    test = data.splits['test']
+    module = RetrainModule(model, data.n_classes, data.task, epochs, learning_rate=learning_rate,
+                           warmup_epochs=warmup_epochs)
+    best = pl.callbacks.ModelCheckpoint(dirpath=output / 'checkpoints', monitor='val_acc', mode='max',
+                                        save_last=True, filename='best')
+    trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, callbacks=[best],
+                         logger=[pl.loggers.CSVLogger(output / 'logs', name='retrain'),
+                                 pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')],
+                         enable_progress_bar=not quiet, enable_model_summary=False, num_sanity_val_steps=0,
+                         deterministic=True, log_every_n_steps=1)
+    eval_loaders = [make_loader(*val, 512, train=False, device=device), make_loader(*test, 512, train=False, device=device)]
+    last = output / 'checkpoints' / 'last.ckpt'
+    start = time.perf_counter()
+    trainer.fit(module, make_loader(*train, batch_size, train=True, device=device), eval_loaders,
+                ckpt_path=str(last) if resume and last.exists() else None)
+    seconds = time.perf_counter() - start
+
+    state = torch.load(best.best_model_path, map_location='cpu', weights_only=True)['state_dict']
+    module.load_state_dict(state)
+    test_acc, test_auc = _test(module, eval_loaders[1])
+    torch.save(module.model.state_dict(), output / 'model.pt')
+    write_csv(output / 'retrain_history.csv', pd.DataFrame(module.history))
+    metrics = {
+        'dataset': dataset, 'space': space, 'architecture': str(arch_path), 'params': params,
+        'test_acc': test_acc, 'test_auc': test_auc,
+        'best_epoch': int(torch.load(best.best_model_path, map_location='cpu', weights_only=True)['epoch']),
+        'best_val_acc': float(best.best_model_score),
+        'test_acc_max_over_epochs': max_over_epochs(module.history, 'test_acc'),
+        'epochs': epochs, 'batch_size': batch_size, 'seconds': seconds, 'seed': seed,
+        'device': str(module.device), 'weights': 'model.pt',
+    }
+    if onnx:
+        metrics['onnx'] = export_onnx(module.model, data.n_channels, image_size, output / 'model.onnx')
+    write_json(output / 'retrain_metrics.json', metrics)
+    return metrics
+
+
+@torch.no_grad()
+def _test(module: RetrainModule, loader) -> tuple[float, float]:
+    module.eval()
+    outputs = [(module(x.to(module.device)), y) for x, y in loader]
+    return medmnist_metrics(torch.cat([o for o, _ in outputs]), torch.cat([y for _, y in outputs]), module.task)
+
+
+def export_onnx(model: torch.nn.Module, channels: int, image_size: int, path: Path) -> str:
+    model = model.cpu().eval()
+    torch.onnx.export(model, (torch.randn(1, channels, image_size, image_size),), str(path), input_names=['image'],
+                      output_names=['logits'], dynamic_axes={'image': {0: 'batch'}, 'logits': {0: 'batch'}}, dynamo=False)
+    return path.name

@@ -1,0 +1,169 @@
+"""One ZO-DARTS++ search on MedMNIST through ``NasExperiment``, with its history, plots and architecture files."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytorch_lightning as pl
+import torch
+
+from .data import PAPER_SEARCH_BATCH, DataError, load_medmnist, make_loader, search_split
+from .files import prepare_output, read_json, write_csv, write_json
+from .strategy import ZODartsPP
+
+__all__ = ['search', 'SearchRecorder', 'sample_architecture', 'SEARCH_RESULTS']
+
+SEARCH_RESULTS = ['architecture.json', 'search_history.csv', 'checkpoints']
+
+
+class SearchRecorder(pl.Callback):
+    """Per epoch: a ``search_history.csv`` row (losses, accuracies, temperature, E[params], seconds) and the
+    probabilities in ``alpha_history.csv``; both rewritten atomically, so they survive a kill."""
+
+    def __init__(self, output: Path, val_loader, resume: bool = False):
+        self.output, self.val_loader = output, val_loader
+        self.rows: list[dict] = []
+        self.alpha_rows: list[dict] = []
+        if resume and (output / 'search_history.csv').exists():
+            self.rows = pd.read_csv(output / 'search_history.csv').to_dict('records')
+            self.alpha_rows = pd.read_csv(output / 'alpha_history.csv').to_dict('records')
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        epoch = trainer.current_epoch                          # after a resume, forget epochs that will be redone
+        self.rows = [r for r in self.rows if r['epoch'] < epoch]
+        self.alpha_rows = [r for r in self.alpha_rows if r['epoch'] < epoch]
+        self._sums: dict[str, list[float]] = {}
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        for key in ('train_loss', 'train_acc'):
+            if key in trainer.callback_metrics:
+                self._sums.setdefault(key, []).append(float(trainer.callback_metrics[key]))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        seconds = time.perf_counter() - self._start
+        val_loss, val_acc = evaluate(pl_module, self.val_loader)
+        metrics = trainer.callback_metrics
+        row = {'epoch': trainer.current_epoch,
+               **{k: sum(v) / len(v) for k, v in self._sums.items()},
+               'arch_loss': float(metrics['arch_loss']) if 'arch_loss' in metrics else float('nan'),
+               'val_loss': val_loss, 'val_acc': val_acc, 'temperature': pl_module.temperature,
+               'expected_params': float(pl_module.expected_params()) if pl_module.polynomial else float('nan'),
+               'lr': trainer.optimizers[0].param_groups[0]['lr'], 'seconds': seconds,
+               'search_seconds': seconds + (self.rows[-1]['search_seconds'] if self.rows else 0.0)}
+        self.rows.append(row)
+        for label, dist in pl_module.export_probs().items():
+            self.alpha_rows += [{'epoch': row['epoch'], 'label': label, 'choice': choice, 'probability': p}
+                                for choice, p in dist.items()]
+        pl_module.log_dict({'val_acc': val_acc, 'val_loss': val_loss})
+        write_csv(self.output / 'search_history.csv', pd.DataFrame(self.rows))
+        write_csv(self.output / 'alpha_history.csv', pd.DataFrame(self.alpha_rows))
+
+
+@torch.no_grad()
+def evaluate(pl_module, loader) -> tuple[float, float]:
+    """Supernet loss and accuracy on ``loader`` in eval mode."""
+    was_training = pl_module.training
+    pl_module.eval()
+    loss = correct = count = 0.0
+    for x, y in loader:
+        x, y = x.to(pl_module.device), y.to(pl_module.device)
+        logits = pl_module(x)
+        loss += float(torch.nn.functional.cross_entropy(logits, y, reduction='sum'))
+        correct += float((logits.argmax(-1) == y).sum())
+        count += len(y)
+    pl_module.train(was_training)
+    return loss / count, correct / count
+
+
+def sample_architecture(probs: dict[str, dict[Any, float]], generator: torch.Generator) -> dict[str, Any]:
+    """One architecture drawn label by label from the final probabilities (the authors' derivation, spec §8)."""
+    arch = {}
+    for label, dist in probs.items():
+        values, weights = list(dist), torch.tensor([max(float(w), 0.0) for w in dist.values()])
+        arch[label] = values[int(torch.multinomial(weights / weights.sum(), 1, generator=generator))]
+    return arch
+
+
+def resolve_device(accelerator: str) -> str | None:
+    """Where to keep the data tensors: on the GPU when training there."""
+    if accelerator in ('gpu', 'cuda') or (accelerator == 'auto' and torch.cuda.is_available()):
+        return 'cuda'
+    return None
+
+
+def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str | None = None, image_size: int = 28,
+           space: str = 'size_variable', width_search: bool = False, epochs: int = 10,
+           schedule_epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
+           max_samples: int | None = None, accelerator: str = 'auto', derive: str = 'argmax', quiet: bool = False,
+           overwrite: bool = False, resume: bool = False, **strategy_kwargs: Any) -> dict[str, Any]:
+    """Run one search and write ``architecture.json``, ``search_config.json``, the histories, plots,
+    checkpoints and logs into ``output``. ``strategy_kwargs`` go to :class:`ZODartsPP`. Returns a summary."""
+    from nni.nas.evaluator.pytorch import Lightning, Trainer
+    from nni.nas.experiment import NasExperiment
+    from search_spaces import create_space
+
+    from .nni_workarounds import check_filelock
+    from .plots import plot_search
+    from .training import SearchModule
+
+    if epochs <= 0:
+        raise ValueError(f'--epochs must be > 0, got {epochs}')
+    if derive not in ('argmax', 'sample'):
+        raise ValueError(f"--derive must be 'argmax' or 'sample', got {derive!r}")
+    output = prepare_output(output, SEARCH_RESULTS, overwrite=overwrite, resume=resume)
+    check_filelock()
+    data = load_medmnist(dataset, data_root, image_size)
+    if data.task == 'multi-label, binary-class':
+        raise DataError(f'{dataset} is multi-label, which nni-zodarts does not search yet: pick a single-label data set')
+    pl.seed_everything(seed, workers=True, verbose=False)
+    batch_size = batch_size or PAPER_SEARCH_BATCH.get(dataset, 64)
+    device = resolve_device(accelerator)
+    (wx, wy), (ax, ay) = search_split(data, seed, max_samples)
+    space_kwargs = {'in_channels': data.n_channels, 'num_classes': data.n_classes}
+    if width_search:
+        space_kwargs['width_multipliers'] = (0.5, 0.75, 1.0)
+    model_space = create_space(space, **space_kwargs)
+    strategy = ZODartsPP(**strategy_kwargs)
+
+    recorder = SearchRecorder(output, make_loader(ax, ay, 256, train=False, device=device), resume=resume)
+    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=output / 'checkpoints', save_last=True, save_top_k=0)
+    loggers = [pl.loggers.CSVLogger(output / 'logs', name='search'),
+               pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')]
+    trainer = Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=loggers,
+                      callbacks=[recorder, checkpoints], enable_progress_bar=not quiet, enable_model_summary=False,
+                      num_sanity_val_steps=0, limit_val_batches=0, deterministic=True, log_every_n_steps=1)
+    last = output / 'checkpoints' / 'last.ckpt'
+    evaluator = Lightning(SearchModule(data.n_classes, schedule_epochs=schedule_epochs or epochs), trainer,
+                          train_dataloaders=make_loader(wx, wy, batch_size, train=True, device=device),
+                          val_dataloaders=make_loader(ax, ay, batch_size, train=True, device=device),
+                          fit_kwargs={'ckpt_path': str(last)} if resume and last.exists() else {})
+    experiment = NasExperiment(model_space, evaluator, strategy)
+    experiment.config.experiment_working_directory = str(output / 'nni')
+    experiment.run()
+    arch = experiment.export_top_models(formatter='dict')[0]
+    experiment.stop()
+    if derive == 'sample':
+        arch = sample_architecture(strategy.export_probs(), torch.Generator().manual_seed(seed))
+
+    params = strategy.polynomial.count(arch) if strategy.polynomial else None
+    history = recorder.rows
+    summary = {
+        'dataset': dataset, 'space': space, 'space_kwargs': space_kwargs, 'image_size': image_size, 'seed': seed,
+        'epochs': epochs, 'batch_size': batch_size, 'derive': derive, 'params': params,
+        'expected_params': history[-1]['expected_params'] if history else None,
+        'param_budget': strategy.config.param_budget, 'search_seconds': history[-1]['search_seconds'] if history else None,
+        'val_acc': history[-1]['val_acc'] if history else None, 'strategy': vars(strategy.config),
+    }
+    write_json(output / 'architecture.json', arch)
+    write_json(output / 'search_config.json', summary)
+    plot_search(output)
+    return {**summary, 'architecture': arch}
+
+
+def load_search_config(arch_path: Path) -> dict[str, Any]:
+    """The ``search_config.json`` beside an ``architecture.json``, if any."""
+    path = Path(arch_path).with_name('search_config.json')
+    return read_json(path) if path.exists() else {}
