@@ -1,0 +1,108 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from nni_zodarts.cli import main
+from nni_zodarts.retrain import build_model
+from search_spaces import SizeVariableSpace
+
+SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'medmnist'
+QUICK = ['--max-samples', '48', '--batch-size', '8', '--quiet']
+
+
+@pytest.fixture(scope='module')
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp('run')
+    assert main(['run', '--epochs', '2', '--retrain-epochs', '2', '--output', str(out), *QUICK]) == 0
+    return out
+
+
+def test_run_writes_well_formed_results(demo_run, capsys):
+    search, retrain = demo_run / 'search', demo_run / 'retrain'
+    arch = json.loads((search / 'architecture.json').read_text())
+    labels = SizeVariableSpace().simplify()
+    assert set(arch) == set(labels) and all(arch[k] in labels[k].values for k in arch)
+
+    history = pd.read_csv(search / 'search_history.csv')
+    assert list(history['epoch']) == [0, 1]
+    for column in ['train_loss', 'train_acc', 'arch_loss', 'val_loss', 'val_acc', 'temperature', 'expected_params',
+                   'seconds', 'search_seconds']:
+        assert history[column].notna().all(), column
+    assert history['temperature'].tolist() == [1.5, 1.125]          # demo preset: decay every epoch
+    alpha = pd.read_csv(search / 'alpha_history.csv')
+    sums = alpha.groupby(['epoch', 'label'])['probability'].sum()
+    assert set(alpha['label']) == set(labels) and ((sums - 1).abs() < 1e-5).all()
+
+    pngs = sorted((search / 'plots').glob('*.png'))
+    assert [p.name for p in pngs] == ['probabilities_s0.png', 'probabilities_s1.png', 'probabilities_s2.png',
+                                      'search_curves.png']
+    assert all(p.read_bytes()[:4] == b'\x89PNG' for p in pngs)
+    assert (search / 'checkpoints' / 'last.ckpt').exists()
+    assert list((search / 'logs').glob('search/version_*/metrics.csv'))
+
+    metrics = json.loads((retrain / 'retrain_metrics.json').read_text())
+    for key in ['test_acc', 'test_auc', 'test_acc_max_over_epochs', 'params', 'epochs', 'seconds']:
+        assert key in metrics
+    assert 0 <= metrics['test_acc'] <= 1 and 0 <= metrics['test_auc'] <= 1 and metrics['epochs'] == 2
+    config = json.loads((search / 'search_config.json').read_text())
+    model = build_model(arch, config['space'], config['space_kwargs'])
+    model.load_state_dict(torch.load(retrain / 'model.pt', weights_only=True))
+    assert sum(p.numel() for p in model.parameters()) == metrics['params'] == config['params']
+
+
+def test_retrain_alone_with_onnx(demo_run, tmp_path):
+    onnx = pytest.importorskip('onnx')
+    out = tmp_path / 'again'
+    assert main(['retrain', '--arch', str(demo_run / 'search' / 'architecture.json'), '--epochs', '1', '--onnx',
+                 '--output', str(out), *QUICK]) == 0
+    onnx.checker.check_model(onnx.load(out / 'model.onnx'))
+
+
+@pytest.mark.skipif(not (SHARED / 'retinamnist.npz').exists(), reason='shared MedMNIST files not beside the checkout')
+def test_search_on_another_medmnist_file(tmp_path):
+    assert main(['search', '--dataset', 'retinamnist', '--data-root', str(SHARED), '--epochs', '1',
+                 '--space', 'nb201', '--output', str(tmp_path), *QUICK]) == 0
+    config = json.loads((tmp_path / 'search_config.json').read_text())
+    assert config['space_kwargs'] == {'in_channels': 3, 'num_classes': 5}
+
+
+@pytest.mark.parametrize('args, message', [
+    (['search', '--dataset', 'nosuchmnist'], 'unknown dataset'),
+    (['search', '--dataset', 'pneumoniamnist', '--data-root', '{tmp}'], '--data-root'),
+    (['search', '--param-budget', '0'], 'budget'),
+    (['search', '--param-budget', '500:100'], 'lower bound'),
+    (['search', '--epochs', '0'], '--epochs'),
+    (['search', '--no-such-flag'], 'unrecognized'),
+    (['retrain', '--arch', '{tmp}/missing.json'], 'not found'),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
+    args = [a.format(tmp=tmp_path) for a in args] + ['--output', str(tmp_path / 'out')]
+    code = _exit_code(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / 'out' / 'architecture.json').exists()
+
+
+def test_existing_results_are_not_overwritten(demo_run, capsys):
+    before = (demo_run / 'search' / 'architecture.json').read_bytes()
+    assert _exit_code(['search', '--output', str(demo_run / 'search'), *QUICK]) == 2
+    assert 'already holds results' in capsys.readouterr().err
+    assert (demo_run / 'search' / 'architecture.json').read_bytes() == before
+
+
+def test_console_script_exit_code(tmp_path):
+    done = subprocess.run([sys.executable, '-m', 'nni_zodarts.cli', 'search', '--epochs', '-3', '--output',
+                           str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 2 and 'Traceback' not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def _exit_code(args):
+    try:
+        return main(args)
+    except SystemExit as stop:
+        return stop.code
