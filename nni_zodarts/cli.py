@@ -143,11 +143,17 @@ def main(argv: list[str] | None = None) -> int:
                           ('test ACC, max over epochs', f'{metrics["test_acc_max_over_epochs"]:.4f}'),
                           ('results', str(args.output))]))
     except (DataError, OutputError, ValueError, FileNotFoundError) as err:
-        if os.environ.get('NNI_ZODARTS_DEBUG'):
-            raise
-        print(f'nni-zodarts {args.command}: error: {err}', file=sys.stderr)
-        return 2
+        return _fail(args, err, 2)
+    except FloatingPointError as err:                       # the last good checkpoint stays in --output
+        return _fail(args, f'{err}; the last good checkpoint is in {args.output} (--resume continues from it)', 3)
     return 0
+
+
+def _fail(args, err, code: int) -> int:
+    if os.environ.get('NNI_ZODARTS_DEBUG'):
+        raise
+    print(f'nni-zodarts {args.command}: error: {err}', file=sys.stderr)
+    return code
 
 
 def _table(rows: list[tuple[str, str]]) -> str:

@@ -175,7 +175,10 @@ class ZODartsPPModule(DartsLightningModule):
             self._open_window()
 
         loss = self.training_module.training_step(batch['train'], batch_idx)       # DARTS phase 2: weight step
-        self.advance_optimization(loss['loss'] if isinstance(loss, dict) else loss, batch_idx, self.gradient_clip_val)
+        weight_loss = loss['loss'] if isinstance(loss, dict) else loss
+        if not torch.isfinite(weight_loss):
+            raise FloatingPointError(f'non-finite training loss at epoch {self.trainer.current_epoch}, step {batch_idx}')
+        self.advance_optimization(weight_loss, batch_idx, self.gradient_clip_val)
         if self._window is not None:
             self._perturbed_step(batch['train'])
         if searching and batch_idx == window_start + T - 1:
@@ -232,12 +235,14 @@ class ZODartsPPModule(DartsLightningModule):
             estimate = direct_estimate(loss, perturbed, directions, mu)
         if not torch.isfinite(estimate).all() or not torch.isfinite(loss):
             raise FloatingPointError(f'non-finite architecture step at epoch {self.trainer.current_epoch}, '
-                                     f'step {batch_idx}: loss={float(loss.detach())}')
+                                     f'step {batch_idx} (validation objective {float(loss.detach())})')
         arc_optim = self.architecture_optimizers()
         arc_optim.zero_grad()
         for lab, g in self._split(labels, estimate).items():
             self._alphas[lab].grad = g.to(self._alphas[lab].dtype)
         arc_optim.step()
+        if not all(torch.isfinite(self._alphas[lab]).all() for lab in labels):
+            raise FloatingPointError(f'non-finite alpha at epoch {self.trainer.current_epoch}, step {batch_idx}')
         self.log_dict({'arch_loss': float(loss.detach()), 'zo_mu': mu, 'zo_grad_norm': float(estimate.norm())})
         if self.polynomial is not None:
             self.log('expected_params', float(self.expected_params()), prog_bar=True)

@@ -10,6 +10,7 @@ import torch
 
 from .data import PAPER_RETRAIN_BATCH, DataError, cap, load_medmnist, make_loader
 from .files import prepare_output, read_json, write_json
+from .checkpointing import LATEST, RNGStateCheckpoint, latest_checkpoint
 from .search import load_search_config, resolve_device
 from .training import RetrainModule, max_over_epochs, medmnist_metrics
 
@@ -64,7 +65,6 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
     dataset = dataset or config.get('dataset', 'breastmnist')
     image_size = image_size or config.get('image_size', 28)
     space = space or config.get('space', 'size_variable')
-    output = prepare_output(output, RETRAIN_RESULTS, overwrite=overwrite, resume=resume)
     data = load_medmnist(dataset, data_root, image_size)
     space_kwargs = {**config.get('space_kwargs', {}), 'in_channels': data.n_channels, 'num_classes': data.n_classes}
     if config.get('space_kwargs', {}).get('in_channels', data.n_channels) != data.n_channels:
@@ -72,6 +72,7 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
                         f'{config["space_kwargs"]["in_channels"]}: retrain on a data set like the searched one')
     pl.seed_everything(seed, workers=True, verbose=False)
     model = build_model(arch, space, space_kwargs)
+    output = prepare_output(output, RETRAIN_RESULTS, overwrite=overwrite, resume=resume)
     params = sum(p.numel() for p in model.parameters())
     batch_size = batch_size or PAPER_RETRAIN_BATCH.get(dataset, 64)
     device = resolve_device(accelerator)
@@ -81,14 +82,16 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
     module = RetrainModule(model, data.n_classes, data.task, epochs, learning_rate=learning_rate,
                            warmup_epochs=warmup_epochs)
     best = pl.callbacks.ModelCheckpoint(dirpath=output / 'checkpoints', monitor='val_acc', mode='max',
-                                        save_last=True, filename='best')
-    trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, callbacks=[best],
+                                        filename='best', enable_version_counter=False)
+    latest = latest_checkpoint(output / 'checkpoints', after_validation=True)
+    trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1,
+                         callbacks=[RNGStateCheckpoint(), best, latest],
                          logger=[pl.loggers.CSVLogger(output / 'logs', name='retrain'),
                                  pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')],
                          enable_progress_bar=not quiet, enable_model_summary=False, num_sanity_val_steps=0,
                          deterministic=True, log_every_n_steps=1)
     eval_loaders = [make_loader(*val, 512, train=False, device=device), make_loader(*test, 512, train=False, device=device)]
-    last = output / 'checkpoints' / 'last.ckpt'
+    last = output / 'checkpoints' / LATEST
     start = time.perf_counter()
     trainer.fit(module, make_loader(*train, batch_size, train=True, device=device), eval_loaders,
                 ckpt_path=str(last) if resume and last.exists() else None)

@@ -11,6 +11,7 @@ import torch
 
 from .data import PAPER_SEARCH_BATCH, DataError, load_medmnist, make_loader, search_split
 from .files import prepare_output, read_json, write_csv, write_json
+from .checkpointing import LATEST, RNGStateCheckpoint, latest_checkpoint
 from .strategy import ZODartsPP
 
 __all__ = ['search', 'SearchRecorder', 'sample_architecture', 'SEARCH_RESULTS']
@@ -113,9 +114,10 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
         raise ValueError(f'--epochs must be > 0, got {epochs}')
     if derive not in ('argmax', 'sample'):
         raise ValueError(f"--derive must be 'argmax' or 'sample', got {derive!r}")
-    output = prepare_output(output, SEARCH_RESULTS, overwrite=overwrite, resume=resume)
+    strategy = ZODartsPP(**strategy_kwargs)                  # validates its arguments before anything is written
     check_filelock()
     data = load_medmnist(dataset, data_root, image_size)
+    output = prepare_output(output, SEARCH_RESULTS, overwrite=overwrite, resume=resume)
     if data.task == 'multi-label, binary-class':
         raise DataError(f'{dataset} is multi-label, which nni-zodarts does not search yet: pick a single-label data set')
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -126,16 +128,15 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     if width_search:
         space_kwargs['width_multipliers'] = (0.5, 0.75, 1.0)
     model_space = create_space(space, **space_kwargs)
-    strategy = ZODartsPP(**strategy_kwargs)
 
     recorder = SearchRecorder(output, make_loader(ax, ay, 256, train=False, device=device), resume=resume)
-    checkpoints = pl.callbacks.ModelCheckpoint(dirpath=output / 'checkpoints', save_last=True, save_top_k=0)
+    checkpoints = latest_checkpoint(output / 'checkpoints')
     loggers = [pl.loggers.CSVLogger(output / 'logs', name='search'),
                pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')]
     trainer = Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=loggers,
-                      callbacks=[recorder, checkpoints], enable_progress_bar=not quiet, enable_model_summary=False,
+                      callbacks=[recorder, RNGStateCheckpoint(), checkpoints], enable_progress_bar=not quiet, enable_model_summary=False,
                       num_sanity_val_steps=0, limit_val_batches=0, deterministic=True, log_every_n_steps=1)
-    last = output / 'checkpoints' / 'last.ckpt'
+    last = output / 'checkpoints' / LATEST
     evaluator = Lightning(SearchModule(data.n_classes, schedule_epochs=schedule_epochs or epochs), trainer,
                           train_dataloaders=make_loader(wx, wy, batch_size, train=True, device=device),
                           val_dataloaders=make_loader(ax, ay, batch_size, train=True, device=device),

@@ -118,6 +118,11 @@ class ZODartsPP(DARTS):
         except NotImplementedError as err:
             _check(self.config.param_budget is None, f'param_budget cannot be used with this space: {err}')
             warnings.warn(f'expected parameter count unavailable: {err}', RuntimeWarning)
+        if self.polynomial is not None and self.config.param_budget is not None:
+            smallest = self.polynomial.smallest()
+            _check(self.config.param_budget[1] >= smallest,
+                   f'param_budget {self.config.param_budget[1]:,.0f} is below the smallest architecture of this space '
+                   f'({smallest:,} parameters): raise it')
         return model
 
     def configure_oneshot_module(self, training_module) -> ZODartsPPModule:

@@ -89,6 +89,12 @@ class RetrainModule(pl.LightningModule):
             self.log_dict(metrics, prog_bar=False)
             self.history.append({'epoch': self.current_epoch, **metrics})
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint['metric_history'] = self.history          # so a resumed run still knows every epoch's metrics
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.history = list(checkpoint.get('metric_history', []))
+
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=self.learning_rate, momentum=0.9, weight_decay=self.weight_decay)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(self.epochs - self.warmup_epochs, 1), eta_min=0)

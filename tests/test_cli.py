@@ -42,7 +42,7 @@ def test_run_writes_well_formed_results(demo_run, capsys):
     assert [p.name for p in pngs] == ['probabilities_s0.png', 'probabilities_s1.png', 'probabilities_s2.png',
                                       'search_curves.png']
     assert all(p.read_bytes()[:4] == b'\x89PNG' for p in pngs)
-    assert (search / 'checkpoints' / 'last.ckpt').exists()
+    assert (search / 'checkpoints' / 'latest.ckpt').exists()
     assert list((search / 'logs').glob('search/version_*/metrics.csv'))
 
     metrics = json.loads((retrain / 'retrain_metrics.json').read_text())

@@ -1,0 +1,132 @@
+"""Resume after SIGKILL, determinism, NaN, bad input and safe files (the README's Reliability section)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from nni_zodarts.cli import main
+from nni_zodarts.training import SearchModule
+
+QUICK = ['--max-samples', '48', '--batch-size', '8', '--quiet']
+SEARCH = ['search', '--epochs', '4', *QUICK]
+
+
+def run_cli(args):
+    try:
+        return main(args)
+    except SystemExit as stop:
+        return stop.code
+
+
+def final_alpha(directory: Path) -> pd.DataFrame:
+    alpha = pd.read_csv(directory / 'alpha_history.csv')
+    return alpha[alpha['epoch'] == alpha['epoch'].max()].reset_index(drop=True)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+    out = tmp_path_factory.mktemp('reference')
+    assert run_cli([*SEARCH, '--output', str(out)]) == 0
+    return out
+
+
+def test_same_seed_twice_gives_identical_alpha_and_architecture(reference, tmp_path):
+    assert run_cli([*SEARCH, '--output', str(tmp_path)]) == 0
+    assert json.loads((tmp_path / 'architecture.json').read_text()) == json.loads((reference / 'architecture.json').read_text())
+    pd.testing.assert_frame_equal(final_alpha(tmp_path), final_alpha(reference))
+
+
+def kill_when(command, output: Path, ready, timeout=240):
+    proc = subprocess.Popen([sys.executable, '-m', 'nni_zodarts.cli', *command, '--output', str(output)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, 'the run ended before it could be killed'
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_search_killed_then_resumed_ends_like_an_uninterrupted_run(reference, tmp_path):
+    history = tmp_path / 'search_history.csv'
+    last = tmp_path / 'checkpoints' / 'latest.ckpt'
+    kill_when(SEARCH, tmp_path, lambda: last.exists() and history.exists() and len(pd.read_csv(history)) >= 2)
+    assert not (tmp_path / 'architecture.json').exists()
+    before = pd.read_csv(history)
+    epoch_done = torch.load(last, map_location='cpu', weights_only=True)['epoch']
+    assert run_cli([*SEARCH, '--output', str(tmp_path)]) == 2                 # refuses to touch a partial run
+    assert run_cli([*SEARCH, '--resume', '--output', str(tmp_path)]) == 0
+    assert json.loads((tmp_path / 'architecture.json').read_text()) == json.loads((reference / 'architecture.json').read_text())
+    resumed, straight = final_alpha(tmp_path), final_alpha(reference)
+    assert (resumed[['label', 'choice']] == straight[['label', 'choice']]).all().all()
+    assert resumed['probability'].sub(straight['probability']).abs().max() < 1e-5
+    after = pd.read_csv(history)
+    assert list(after['epoch']) == [0, 1, 2, 3]
+    kept = after[after['epoch'] <= epoch_done]['seconds'].tolist()     # epochs before the checkpoint were not redone
+    assert kept == before[before['epoch'] <= epoch_done]['seconds'].tolist()
+
+
+def test_retrain_killed_then_resumed_ends_like_an_uninterrupted_run(reference, tmp_path):
+    command = ['retrain', '--arch', str(reference / 'architecture.json'), '--epochs', '4', *QUICK]
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    assert run_cli([*command, '--output', str(straight)]) == 0
+    kill_when(command, resumed, lambda: any((resumed / 'logs').glob('retrain/version_*/metrics.csv'))
+              and len(pd.read_csv(next((resumed / 'logs').glob('retrain/version_*/metrics.csv'))).dropna(subset=['val_acc'])) >= 2)
+    assert run_cli([*command, '--resume', '--output', str(resumed)]) == 0
+    a, b = (json.loads((d / 'retrain_metrics.json').read_text()) for d in (straight, resumed))
+    for key in ('test_acc', 'test_auc', 'best_epoch', 'best_val_acc', 'test_acc_max_over_epochs', 'params'):
+        assert a[key] == pytest.approx(b[key], abs=1e-6), key
+    wa, wb = (torch.load(d / 'model.pt', weights_only=True) for d in (straight, resumed))
+    assert all(torch.allclose(wa[k].float(), wb[k].float(), atol=1e-5) for k in wa)
+
+
+def test_nan_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path, monkeypatch, capsys):
+    original = SearchModule.training_step
+
+    def poisoned(self, batch, batch_idx):
+        loss = original(self, batch, batch_idx)
+        return loss * float('nan') if self.trainer.current_epoch == 1 and batch_idx == 2 else loss
+
+    monkeypatch.setattr(SearchModule, 'training_step', poisoned)
+    assert run_cli([*SEARCH, '--output', str(tmp_path)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert 'epoch 1, step 2' in err and '--resume' in err
+    checkpoint = torch.load(tmp_path / 'checkpoints' / 'latest.ckpt', map_location='cpu', weights_only=False)
+    assert checkpoint['epoch'] == 0
+    assert all(torch.isfinite(v).all() for v in checkpoint['state_dict'].values() if v.is_floating_point())
+    assert not (tmp_path / 'architecture.json').exists()
+
+
+@pytest.mark.parametrize('args, message', [
+    (['search', '--mu', '0'], 'mu must be > 0'),
+    (['search', '--param-budget', '1000'], 'smallest architecture'),
+    (['search', '--data-root', '{corrupt}'], 'cannot read'),
+    (['retrain', '--arch', '{badarch}'], "unknown key 'conv9'"),
+    (['retrain', '--arch', '{badvalue}'], "'s0_depth'"),
+    (['retrain', '--arch', '{reference}/architecture.json', '--dataset', 'retinamnist', '--data-root', '{shared}'],
+     'channels'),
+])
+def test_bad_input_table(args, message, reference, tmp_path, capsys):
+    corrupt = tmp_path / 'corrupt'
+    corrupt.mkdir()
+    (corrupt / 'breastmnist.npz').write_bytes(b'not a zip file')
+    arch = json.loads((reference / 'architecture.json').read_text())
+    (tmp_path / 'badarch.json').write_text(json.dumps({**arch, 'conv9': 1}))
+    (tmp_path / 'badvalue.json').write_text(json.dumps({**arch, 's0_depth': 7}))
+    shared = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'medmnist'
+    if '{shared}' in args and not (shared / 'retinamnist.npz').exists():
+        pytest.skip('shared MedMNIST files not beside the checkout')
+    fill = dict(corrupt=corrupt, badarch=tmp_path / 'badarch.json', badvalue=tmp_path / 'badvalue.json',
+                reference=reference, shared=shared)
+    out = tmp_path / 'out'
+    code = run_cli([a.format(**fill) for a in args] + ['--output', str(out), *QUICK])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (out / 'architecture.json').exists() and not (out / 'retrain_metrics.json').exists()
