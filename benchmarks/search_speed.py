@@ -1,0 +1,165 @@
+"""Search speed, side by side in one invocation: the same space, data, batch size and machine for every method.
+
+    python -m benchmarks.search_speed --dataset breastmnist --space size_variable --epochs 10
+
+Methods: ``supernet`` (weights only, alpha fixed and uniform: the lower bound), NNI ``darts`` (first order),
+NNI ``gumbel_darts``, ``zodartspp`` (implicit, the paper's estimator), ``zodartspp_direct`` and
+``zodartspp_softmax``. Each runs in its own process (so peak RSS is its own) with the same thread count.
+Rows are appended to ``docs/results/performance.csv``; details (per-epoch seconds, before/after the size phase,
+exported architecture) to ``docs/results/performance_<run_id>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parents[1] / 'docs' / 'results'
+COLUMNS = ['run_id', 'date', 'device', 'dataset', 'space', 'method', 'epochs', 'search_seconds', 'epoch_seconds',
+           'peak_mem_mb', 'val_acc']
+METHODS = ['supernet', 'darts', 'gumbel_darts', 'zodartspp', 'zodartspp_direct', 'zodartspp_softmax']
+
+
+def make_strategy(method: str, args):
+    from nni.nas.strategy import DARTS, GumbelDARTS
+
+    from nni_zodarts import ZODartsPP
+    schedule = dict(size_search_start_epoch=args.size_start, temperature_interval=args.temperature_interval,
+                    arc_update_interval=args.arc_update_interval)
+    return {
+        'supernet': lambda: DARTS(warmup_epochs=args.epochs + 1, gradient_clip_val=5.0),   # alpha never moves
+        'darts': lambda: DARTS(gradient_clip_val=5.0),
+        'gumbel_darts': lambda: GumbelDARTS(gradient_clip_val=5.0),
+        'zodartspp': lambda: ZODartsPP(**schedule),
+        'zodartspp_direct': lambda: ZODartsPP(zo_mode='direct', **schedule),
+        'zodartspp_softmax': lambda: ZODartsPP(normalization='softmax', **schedule),
+    }[method]()
+
+
+def worker(args) -> dict:
+    """One method's search; prints its measurements as JSON."""
+    import pytorch_lightning as pl
+    import torch
+    from nni.nas.evaluator.pytorch import Lightning, Trainer
+    from nni.nas.experiment import NasExperiment
+
+    import nni_zodarts  # noqa: F401  (quiet NNI)
+    from nni_zodarts.data import PAPER_SEARCH_BATCH, load_medmnist, make_loader, search_split
+    from nni_zodarts.search import evaluate
+    from nni_zodarts.training import SearchModule
+    from search_spaces import create_space
+
+    torch.set_num_threads(args.threads)
+    pl.seed_everything(args.seed, verbose=False)
+    data = load_medmnist(args.dataset, args.data_root)
+    (wx, wy), (ax, ay) = search_split(data, args.seed, args.max_samples)
+    batch = args.batch_size or PAPER_SEARCH_BATCH[args.dataset]
+    space_kwargs = dict(in_channels=data.n_channels, num_classes=data.n_classes)
+
+    class EpochTimer(pl.Callback):
+        seconds: list[float] = []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.seconds.append(time.perf_counter() - self.start)
+
+    timer = EpochTimer()
+    trainer = Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=1, logger=False,
+                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                      callbacks=[timer])
+    evaluator = Lightning(SearchModule(data.n_classes, schedule_epochs=args.epochs), trainer,
+                          train_dataloaders=make_loader(wx, wy, batch, train=True),
+                          val_dataloaders=make_loader(ax, ay, batch, train=True))
+    strategy = make_strategy(args.worker, args)
+    experiment = NasExperiment(create_space(args.space, **space_kwargs), evaluator, strategy)
+    experiment.config.experiment_working_directory = '/tmp/nni-zodarts-bench'
+    experiment.run()
+    arch = experiment.export_top_models(formatter='dict')[0]
+    experiment.stop()
+    _, val_acc = evaluate(strategy.oneshot_module, make_loader(ax, ay, 256, train=False))
+    params = sum(p.numel() for p in create_space(args.space, **space_kwargs).freeze(arch).parameters())
+    start = args.size_start if args.space == 'size_variable' else 0
+    seconds = timer.seconds
+    mean = lambda xs: sum(xs) / len(xs) if xs else float('nan')
+    return {'method': args.worker, 'search_seconds': sum(seconds), 'epoch_seconds': mean(seconds),
+            'epoch_seconds_before_size_phase': mean(seconds[:start]), 'epoch_seconds_after_size_phase': mean(seconds[start:]),
+            'per_epoch_seconds': seconds, 'peak_mem_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            'val_acc': val_acc, 'params': params, 'architecture': arch, 'batch_size': batch,
+            'device': 'cuda' if torch.cuda.is_available() and args.accelerator != 'cpu' else f'cpu x{args.threads}'}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--dataset', default='breastmnist')
+    parser.add_argument('--data-root', default=None)
+    parser.add_argument('--space', default='size_variable', choices=['size_variable', 'nb201'])
+    parser.add_argument('--epochs', type=int, default=10)
+    parser.add_argument('--size-start', type=int, default=None, help='size phase start (default: epochs // 2)')
+    parser.add_argument('--temperature-interval', type=int, default=None, help='default: max(1, epochs // 10)')
+    parser.add_argument('--arc-update-interval', type=int, default=10)
+    parser.add_argument('--batch-size', type=int, default=None, help="default: the paper's per-data-set size")
+    parser.add_argument('--max-samples', type=int, default=None)
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--accelerator', default='cpu')
+    parser.add_argument('--seed', type=int, default=1)
+    parser.add_argument('--methods', nargs='+', default=METHODS, choices=METHODS)
+    parser.add_argument('--results', type=Path, default=RESULTS, help='where performance.csv goes')
+    parser.add_argument('--worker', default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.size_start = args.epochs // 2 if args.size_start is None else args.size_start
+    args.temperature_interval = args.temperature_interval or max(1, args.epochs // 10)
+    if args.worker:
+        print('RESULT ' + json.dumps(worker(args)))
+        return
+
+    import pandas as pd
+    run_id = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
+    date = datetime.date.today().isoformat()
+    rows, details = [], []
+    for method in args.methods:
+        command = [sys.executable, '-m', 'benchmarks.search_speed', *_without_methods(sys.argv[1:]), '--worker', method]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+        lines = [line for line in done.stdout.splitlines() if line.startswith('RESULT ')]
+        if done.returncode or not lines:
+            print(f'{method} failed:\n{done.stderr[-3000:]}', file=sys.stderr)
+            continue
+        result = json.loads(lines[-1][len('RESULT '):])
+        details.append(result)
+        rows.append({'run_id': run_id, 'date': date, 'device': result['device'], 'dataset': args.dataset,
+                     'space': args.space, 'method': method, 'epochs': args.epochs,
+                     **{k: round(result[k], 4) for k in ('search_seconds', 'epoch_seconds', 'peak_mem_mb', 'val_acc')}})
+        print(f"{method:18s} {result['search_seconds']:8.1f} s  {result['epoch_seconds']:6.2f} s/epoch  "
+              f"before/after size phase {result['epoch_seconds_before_size_phase']:.2f}/"
+              f"{result['epoch_seconds_after_size_phase']:.2f}  {result['peak_mem_mb']:.0f} MB  "
+              f"val acc {result['val_acc']:.3f}  {result['params']:,} params", flush=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    csv = args.results / 'performance.csv'
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame.to_csv(csv, mode='a', header=not csv.exists(), index=False)
+    meta = {'run_id': run_id, 'date': date, 'command': 'python -m benchmarks.search_speed ' + ' '.join(sys.argv[1:]),
+            'machine': f'{platform.processor() or platform.machine()}, {args.threads} threads',
+            'python': platform.python_version(), 'settings': {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != 'worker'},
+            'results': details}
+    (args.results / f'performance_{run_id}.json').write_text(json.dumps(meta, indent=2, default=str))
+    print(f'appended {len(rows)} rows to {csv}')
+
+
+def _without_methods(argv: list[str]) -> list[str]:
+    out, skipping = [], False
+    for token in argv:
+        skipping = token == '--methods' or (skipping and not token.startswith('--'))
+        if not skipping:
+            out.append(token)
+    return out
+
+
+if __name__ == '__main__':
+    main()
