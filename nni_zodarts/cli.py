@@ -70,6 +70,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog='nni-zodarts', description='ZO-DARTS++ neural architecture search on MedMNIST (NNI plugin)')
     sub = parser.add_subparsers(dest='command', required=True, parser_class=Parser)
+    sub.add_parser('trial', help='one search (+ retrain) as an nnictl trial, parameters from NNI', add_help=False)
+    sub.add_parser('report', help='collect an nnictl experiment into a table and a Pareto plot', add_help=False)
     s = sub.add_parser('search', help='search an architecture')
     _common(s)
     _search_args(s)
@@ -116,7 +118,18 @@ def _quiet() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ['trial']:                               # parameters come from NNI: see nni_zodarts.trial
+        from .trial import main as trial_main
+        return trial_main(argv[1:])
+    if argv[:1] == ['report']:
+        from .report import main as report_main
+        return report_main(argv[1:])
+    return run_command(build_parser().parse_args(argv))
+
+
+def run_command(args, trial: bool = False) -> int:
+    """Run a parsed ``search``/``retrain``/``run``; in a trial, report to NNI as well."""
     if args.quiet:
         _quiet()
     from .data import DataError
@@ -132,16 +145,24 @@ def main(argv: list[str] | None = None) -> int:
             print(_table([('test ACC', f'{metrics["test_acc"]:.4f}'), ('test AUC', f'{metrics["test_auc"]:.4f}'),
                           ('parameters', f'{metrics["params"]:,}')]))
         else:
-            found = search(args.output / 'search', **_search_kwargs(args))
-            metrics = retrain(args.output / 'search' / 'architecture.json', args.output / 'retrain',
-                              **_retrain_kwargs(args))
-            print(_table([('dataset', found['dataset']), ('parameters', f'{metrics["params"]:,}'),
-                          ('search seconds', f'{found["search_seconds"]:.0f}'),
-                          ('retrain seconds', f'{metrics["seconds"]:.0f}'),
-                          ('test ACC (val-selected)', f'{metrics["test_acc"]:.4f}'),
-                          ('test AUC (val-selected)', f'{metrics["test_auc"]:.4f}'),
-                          ('test ACC, max over epochs', f'{metrics["test_acc_max_over_epochs"]:.4f}'),
-                          ('results', str(args.output))]))
+            from .trial import report_epoch
+            found = search(args.output / 'search', on_epoch=report_epoch if trial else None, **_search_kwargs(args))
+            final = {'default': found['val_acc'], 'params': found['params'], 'search_seconds': found['search_seconds']}
+            if not (trial and not args.retrain_epochs):
+                metrics = retrain(args.output / 'search' / 'architecture.json', args.output / 'retrain',
+                                  **_retrain_kwargs(args))
+                final.update(default=metrics['best_val_acc'], test_acc=metrics['test_acc'], test_auc=metrics['test_auc'],
+                             retrain_seconds=metrics['seconds'])
+                print(_table([('dataset', found['dataset']), ('parameters', f'{metrics["params"]:,}'),
+                              ('search seconds', f'{found["search_seconds"]:.0f}'),
+                              ('retrain seconds', f'{metrics["seconds"]:.0f}'),
+                              ('test ACC (val-selected)', f'{metrics["test_acc"]:.4f}'),
+                              ('test AUC (val-selected)', f'{metrics["test_auc"]:.4f}'),
+                              ('test ACC, max over epochs', f'{metrics["test_acc_max_over_epochs"]:.4f}'),
+                              ('results', str(args.output))]))
+            if trial:
+                import nni
+                nni.report_final_result(final)
     except (DataError, OutputError, ValueError, FileNotFoundError) as err:
         return _fail(args, err, 2)
     except FloatingPointError as err:                       # the last good checkpoint stays in --output

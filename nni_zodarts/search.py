@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 import pytorch_lightning as pl
@@ -23,8 +23,8 @@ class SearchRecorder(pl.Callback):
     """Per epoch: a ``search_history.csv`` row (losses, accuracies, temperature, E[params], seconds) and the
     probabilities in ``alpha_history.csv``; both rewritten atomically, so they survive a kill."""
 
-    def __init__(self, output: Path, val_loader, resume: bool = False):
-        self.output, self.val_loader = output, val_loader
+    def __init__(self, output: Path, val_loader, resume: bool = False, on_row: Callable[[dict], None] | None = None):
+        self.output, self.val_loader, self.on_row = output, val_loader, on_row
         self.rows: list[dict] = []
         self.alpha_rows: list[dict] = []
         if resume and (output / 'search_history.csv').exists():
@@ -61,6 +61,8 @@ class SearchRecorder(pl.Callback):
         pl_module.log_dict({'val_acc': val_acc, 'val_loss': val_loss})
         write_csv(self.output / 'search_history.csv', pd.DataFrame(self.rows))
         write_csv(self.output / 'alpha_history.csv', pd.DataFrame(self.alpha_rows))
+        if self.on_row is not None:
+            self.on_row(row)
 
 
 @torch.no_grad()
@@ -99,9 +101,11 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
            space: str = 'size_variable', width_search: bool = False, epochs: int = 10,
            schedule_epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
            max_samples: int | None = None, accelerator: str = 'auto', derive: str = 'argmax', quiet: bool = False,
-           overwrite: bool = False, resume: bool = False, **strategy_kwargs: Any) -> dict[str, Any]:
+           overwrite: bool = False, resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
+           **strategy_kwargs: Any) -> dict[str, Any]:
     """Run one search and write ``architecture.json``, ``search_config.json``, the histories, plots,
-    checkpoints and logs into ``output``. ``strategy_kwargs`` go to :class:`ZODartsPP`. Returns a summary."""
+    checkpoints and logs into ``output``. ``strategy_kwargs`` go to :class:`ZODartsPP`; ``on_epoch`` receives
+    every ``search_history.csv`` row as it is written. Returns a summary."""
     from nni.nas.evaluator.pytorch import Lightning, Trainer
     from nni.nas.experiment import NasExperiment
     from search_spaces import create_space
@@ -129,7 +133,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
         space_kwargs['width_multipliers'] = (0.5, 0.75, 1.0)
     model_space = create_space(space, **space_kwargs)
 
-    recorder = SearchRecorder(output, make_loader(ax, ay, 256, train=False, device=device), resume=resume)
+    recorder = SearchRecorder(output, make_loader(ax, ay, 256, train=False, device=device), resume=resume,
+                              on_row=on_epoch)
     checkpoints = latest_checkpoint(output / 'checkpoints')
     loggers = [pl.loggers.CSVLogger(output / 'logs', name='search'),
                pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')]

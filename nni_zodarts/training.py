@@ -20,6 +20,13 @@ class SearchModule(ClassificationModule):
                          optimizer=torch.optim.SGD, num_classes=num_classes)
         self.schedule_epochs, self.eta_min = schedule_epochs, eta_min
 
+    def on_validation_epoch_end(self):
+        """Nothing to report: an nnictl trial reports through ``nni_zodarts.trial`` (NNI's default would report
+        the last training batch's accuracy as the final result)."""
+
+    def _final_report(self):
+        pass
+
     def configure_optimizers(self):
         opt = torch.optim.SGD(self.parameters(), lr=self.hparams.learning_rate, momentum=0.9, nesterov=True,
                               weight_decay=self.hparams.weight_decay)

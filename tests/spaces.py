@@ -43,3 +43,30 @@ class TinySpace(ModelSpace):
     def forward(self, x):
         x = self.pool(torch.relu(self.body(self.stem(x))))
         return self.fc(x.view(x.size(0), -1))
+
+
+class InputSpace(ModelSpace):
+    """Two branches and an InputChoice between them, plus a kernel size: a space with an InputChoice."""
+
+    def __init__(self):
+        super().__init__()
+        from nni.nas.nn.pytorch import InputChoice
+        self.a = nn.Conv2d(1, 4, 3, padding=1)
+        self.b = MutableConv2d(1, 4, nni.choice('k', [5, 3]), padding=nni.choice('k', [5, 3]) // 2)
+        self.pick = InputChoice(2, 1, label='branch')
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.pick([self.a(x), self.b(x)]).mean((2, 3))
+        return self.fc(x)
+
+
+class FixedSpace(ModelSpace):
+    """No choices at all."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 2)
+
+    def forward(self, x):
+        return self.fc(x.view(x.size(0), -1))

@@ -6,7 +6,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nni_zodarts import ZODartsPP
 from nni_zodarts.module import _clone_optimizer
-from spaces import TinySpace
+from spaces import FixedSpace, InputSpace, TinySpace
 
 
 def n_params(model):
@@ -24,9 +24,9 @@ def evaluator(epochs=2, n=64, batch=8):
                           optimizer=torch.optim.SGD)
 
 
-def search(strategy, epochs=2, seed=0):
+def search(strategy, epochs=2, seed=0, space=None):
     torch.manual_seed(seed)
-    space = TinySpace()
+    space = space or TinySpace()
     exp = NasExperiment(space, evaluator(epochs), strategy)
     exp.run()
     arch = exp.export_top_models(formatter='dict')[0]
@@ -92,3 +92,17 @@ def test_perturbed_optimizer_clone_follows_the_same_rule():
     opt.step()
     copy.step()
     assert torch.equal(w.detach(), clone.detach())       # same momentum state, same update: W' - W is only from alpha
+
+
+def test_input_choice_space_is_searched():
+    strategy = ZODartsPP(arc_update_interval=2, size_search_start_epoch=0, mu=0.05)
+    arch = search(strategy, space=InputSpace())
+    assert arch['branch'] in ([0], [1]) and arch['k'] in (5, 3)
+    model = InputSpace().freeze(arch)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 2)
+    assert n_params(model) == strategy.polynomial.count(arch)
+
+
+def test_space_without_choices_is_refused():
+    with pytest.raises(ValueError, match='no choices'):
+        ZODartsPP().mutate_model(FixedSpace())
