@@ -128,8 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     return run_command(build_parser().parse_args(argv))
 
 
-def run_command(args, trial: bool = False) -> int:
-    """Run a parsed ``search``/``retrain``/``run``; in a trial, report to NNI as well."""
+def run_command(args, on_epoch=None) -> int:
+    """Run a parsed ``search``/``retrain``/``run``. In an nnictl trial (``on_epoch`` reports each search epoch),
+    ``run`` retrains only when asked and reports its final result to NNI."""
+    trial = on_epoch is not None
     if args.quiet:
         _quiet()
     from .data import DataError
@@ -145,8 +147,7 @@ def run_command(args, trial: bool = False) -> int:
             print(_table([('test ACC', f'{metrics["test_acc"]:.4f}'), ('test AUC', f'{metrics["test_auc"]:.4f}'),
                           ('parameters', f'{metrics["params"]:,}')]))
         else:
-            from .trial import report_epoch
-            found = search(args.output / 'search', on_epoch=report_epoch if trial else None, **_search_kwargs(args))
+            found = search(args.output / 'search', on_epoch=on_epoch, **_search_kwargs(args))
             final = {'default': found['val_acc'], 'params': found['params'], 'search_seconds': found['search_seconds']}
             if not (trial and not args.retrain_epochs):
                 metrics = retrain(args.output / 'search' / 'architecture.json', args.output / 'retrain',

@@ -2,6 +2,8 @@
 
 * torch >= 2.4 classes that are not modules make NNI warn at import (harmless): filtered here.
 * filelock >= 3.12 makes ``NasExperiment.run()`` hang forever (NNI pins ``filelock<3.12``): checked here.
+* NNI's sequential engine swaps the trial command channel while a one-shot search trains, so metrics reported
+  from inside the search of an nnictl trial would never reach the web UI: ``TrialChannel`` keeps the real one.
 * NNI bugs A (DARTS ``penalty=`` has no gradient), B (int/float profiler sums) and C (the parameter
   profiler hangs on ``Repeat``) are avoided by ``budget.ParamPolynomial``, not patched.
 """
@@ -11,7 +13,7 @@ import logging
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ['quiet_nni_warnings', 'check_filelock']
+__all__ = ['quiet_nni_warnings', 'check_filelock', 'TrialChannel']
 
 
 def quiet_nni_warnings() -> None:
@@ -34,3 +36,22 @@ def check_filelock() -> None:
         return
     if (major, minor) >= (3, 12):
         raise RuntimeError(f'filelock {major}.{minor} makes NNI 3.0 experiments hang: pip install "filelock<3.12"')
+
+
+class TrialChannel:
+    """The trial command channel an nnictl trial started with, for ``report_intermediate_result`` calls made
+    while NNI's sequential engine has put its own channel in place (nni/nas/execution/sequential.py)."""
+
+    def __init__(self) -> None:
+        from nni.runtime.trial_command_channel import get_default_trial_command_channel
+        self.channel = get_default_trial_command_channel()
+
+    def report_intermediate_result(self, metric) -> None:
+        import nni
+        from nni.runtime.trial_command_channel import get_default_trial_command_channel, set_default_trial_command_channel
+        current = get_default_trial_command_channel()
+        set_default_trial_command_channel(self.channel)
+        try:
+            nni.report_intermediate_result(metric)
+        finally:
+            set_default_trial_command_channel(current)

@@ -11,15 +11,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Callable
 
-__all__ = ['report_epoch', 'main']
+__all__ = ['epoch_reporter', 'main']
 
 
-def report_epoch(row: dict) -> None:
-    """``nni.report_intermediate_result`` for one ``search_history.csv`` row."""
-    import nni
-    nni.report_intermediate_result({'default': row['val_acc'], 'expected_params': row['expected_params'],
-                                    'temperature': row['temperature']})
+def epoch_reporter(channel) -> Callable[[dict], None]:
+    """Report one ``search_history.csv`` row per epoch as an intermediate result through ``channel``."""
+    def report(row: dict) -> None:
+        channel.report_intermediate_result({'default': row['val_acc'], 'expected_params': row['expected_params'],
+                                            'temperature': row['temperature']})
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(['run', '--output', str(output), '--quiet', *argv])
     if not args.retrain_epochs:
         args.retrain_epochs = 0
-    return run_command(args, trial=True)
+    from .nni_workarounds import TrialChannel
+    return run_command(args, on_epoch=epoch_reporter(TrialChannel()))
 
 
 if __name__ == '__main__':
