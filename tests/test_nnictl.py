@@ -60,6 +60,18 @@ def test_smoke_trials_succeed_with_intermediate_and_final_metrics(smoke_experime
         assert len(final) == 1 and {'default', 'params', 'test_acc', 'test_auc'} <= set(final[0])
 
 
+def test_report_collects_the_sweep(smoke_experiment, tmp_path):
+    from nni_zodarts.report import collect, pareto_front, plot_pareto
+    port, jobs = smoke_experiment
+    experiment_id = rest(port, 'experiment')['id']
+    frame = collect(experiment_id, port)
+    assert sorted(frame['trial']) == sorted(j['trialJobId'] for j in jobs)
+    assert {'param_budget', 'default', 'params', 'test_acc', 'test_auc'} <= set(frame.columns)
+    front = pareto_front(frame, score='test_acc')
+    assert front['params'].is_monotonic_increasing and front['test_acc'].is_monotonic_increasing
+    assert plot_pareto(frame, tmp_path / 'pareto.png', 'test_acc').read_bytes()[:4] == b'\x89PNG'
+
+
 def test_web_ui_trial_page_screenshot(smoke_experiment, tmp_path):
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
     if chromium is None:
@@ -74,3 +86,59 @@ def test_web_ui_trial_page_screenshot(smoke_experiment, tmp_path):
     assert shot.exists() and shot.stat().st_size > 10_000
     if os.environ.get('NNI_ZODARTS_SAVE_SCREENSHOT'):
         shutil.copy(shot, ROOT / 'docs' / 'nnictl_webui.png')
+
+
+SSHD = shutil.which('sshd', path='/usr/sbin:/usr/local/sbin:' + os.environ.get('PATH', ''))
+
+
+@pytest.fixture(scope='module')
+def loopback_sshd(tmp_path_factory):
+    """An sshd of our own on 127.0.0.1 (free port, temporary host and client keys): the 'remote' machine."""
+    if SSHD is None or shutil.which('ssh-keygen') is None:
+        pytest.skip('no OpenSSH server (apt-get install openssh-server)')
+    if os.geteuid() != 0:
+        pytest.skip('the loopback sshd logs in as the current user only when run as root')
+    home = tmp_path_factory.mktemp('ssh')
+    for key in ('host', 'client'):
+        subprocess.run(['ssh-keygen', '-q', '-t', 'rsa', '-b', '2048', '-m', 'PEM', '-N', '', '-f', str(home / key)],
+                       check=True)
+    shutil.copy(home / 'client.pub', home / 'authorized_keys')
+    port = free_port()
+    (home / 'sshd_config').write_text(
+        f'Port {port}\nListenAddress 127.0.0.1\nHostKey {home / "host"}\nAuthorizedKeysFile {home / "authorized_keys"}\n'
+        'PasswordAuthentication no\nPermitRootLogin yes\nStrictModes no\nUsePAM no\nSubsystem sftp internal-sftp\n'
+        f'PidFile {home / "sshd.pid"}\n')
+    Path('/run/sshd').mkdir(exist_ok=True)
+    daemon = subprocess.Popen([SSHD, '-D', '-e', '-f', str(home / 'sshd_config')], stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    yield port, home / 'client'
+    daemon.terminate()
+    daemon.wait()
+
+
+def test_remote_training_service_over_loopback_ssh(loopback_sshd, tmp_path):
+    import yaml
+    ssh_port, key = loopback_sshd
+    config = yaml.safe_load((ROOT / 'examples' / 'nnictl' / 'remote.yml').read_text())
+    config['trainingService']['machineList'] = [{'host': '127.0.0.1', 'port': ssh_port, 'user': 'root',
+                                                 'sshKeyFile': str(key), 'pythonPath': str(Path(sys.executable).parent)}]
+    path = ROOT / 'examples' / 'nnictl' / f'.remote-test-{ssh_port}.yml'
+    path.write_text(yaml.safe_dump(config))
+    port = free_port()
+    env = {**os.environ, 'PATH': str(Path(sys.executable).parent) + os.pathsep + os.environ.get('PATH', '')}
+    try:
+        created = subprocess.run([NNICTL, 'create', '--config', path.name, '--port', str(port)], cwd=path.parent,
+                                 env=env, capture_output=True, text=True, timeout=180)
+        assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
+        deadline, jobs = time.time() + 600, []
+        while time.time() < deadline:
+            jobs = rest(port, 'trial-jobs')
+            if len(jobs) == 2 and all(j['status'] in ('SUCCEEDED', 'FAILED', 'USER_CANCELED') for j in jobs):
+                break
+            time.sleep(3)
+        assert [j['status'] for j in jobs] == ['SUCCEEDED', 'SUCCEEDED'], jobs
+        finals = [m for m in rest(port, 'metric-data') if m['type'] == 'FINAL']
+        assert len(finals) == 2
+    finally:
+        subprocess.run([NNICTL, 'stop', '--port', str(port)], env=env, capture_output=True, timeout=120)
+        path.unlink(missing_ok=True)
