@@ -153,10 +153,10 @@ class ParamPolynomial:
         draws = [torch.multinomial(0.5 * lp.exp() + 0.5 / len(lp), num_samples, replacement=True, generator=generator)
                  for lp in logp]
         candidates = torch.cat([first, self._greedy_repair(first, logp, distance), torch.stack(draws, 1)])
-        gap, score = distance(self._counts(candidates)), log_prob(candidates)
-        best = int(torch.argmax(score - gap * 1e12))          # inside the window first, then most probable
-        params = self.count(self._arch(candidates[best], start))
-        return self._arch(candidates[best], start), params, bool(gap[best] == 0)
+        counts = self._counts(candidates)
+        gap = distance(counts)
+        best = int(torch.argmax(log_prob(candidates) - gap * 1e12))   # inside the window first, then most probable
+        return self._arch(candidates[best], start), int(round(float(counts[best]))), bool(gap[best] == 0)
 
     def _arch(self, indices: torch.Tensor, start: Mapping[str, object]) -> dict:
         return {**start, **{lab: self.choices[lab][int(i)] for lab, i in zip(self.labels, indices)}}

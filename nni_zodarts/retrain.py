@@ -97,15 +97,15 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
                 ckpt_path=str(last) if resume and last.exists() else None)
     seconds = time.perf_counter() - start
 
-    state = torch.load(best.best_model_path, map_location='cpu', weights_only=True)['state_dict']
-    module.load_state_dict(state)
+    best_checkpoint = torch.load(best.best_model_path, map_location='cpu', weights_only=True)
+    module.load_state_dict(best_checkpoint['state_dict'])
     test_acc, test_auc = _test(module, eval_loaders[1])
     torch.save(module.model.state_dict(), output / 'model.pt')
     write_csv(output / 'retrain_history.csv', pd.DataFrame(module.history))
     metrics = {
         'dataset': dataset, 'space': space, 'architecture': str(arch_path), 'params': params,
         'test_acc': test_acc, 'test_auc': test_auc,
-        'best_epoch': int(torch.load(best.best_model_path, map_location='cpu', weights_only=True)['epoch']),
+        'best_epoch': int(best_checkpoint['epoch']),
         'best_val_acc': float(best.best_model_score),
         'test_acc_max_over_epochs': max_over_epochs(module.history, 'test_acc'),
         'epochs': epochs, 'batch_size': batch_size, 'seconds': seconds, 'seed': seed,
