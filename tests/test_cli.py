@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from cli_run import run_cli
 from nni_zodarts.cli import main
 from nni_zodarts.retrain import build_model
 from search_spaces import SizeVariableSpace
@@ -82,7 +83,7 @@ def test_search_on_another_medmnist_file(tmp_path):
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     args = [a.format(tmp=tmp_path) for a in args] + ['--output', str(tmp_path / 'out')]
-    code = _exit_code(args)
+    code = run_cli(args)
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / 'out' / 'architecture.json').exists()
@@ -90,7 +91,7 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
 
 def test_existing_results_are_not_overwritten(demo_run, capsys):
     before = (demo_run / 'search' / 'architecture.json').read_bytes()
-    assert _exit_code(['search', '--output', str(demo_run / 'search'), *QUICK]) == 2
+    assert run_cli(['search', '--output', str(demo_run / 'search'), *QUICK]) == 2
     assert 'already holds results' in capsys.readouterr().err
     assert (demo_run / 'search' / 'architecture.json').read_bytes() == before
 
@@ -99,10 +100,3 @@ def test_console_script_exit_code(tmp_path):
     done = subprocess.run([sys.executable, '-m', 'nni_zodarts.cli', 'search', '--epochs', '-3', '--output',
                            str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 2 and 'Traceback' not in done.stderr and len(done.stderr.strip().splitlines()) == 1
-
-
-def _exit_code(args):
-    try:
-        return main(args)
-    except SystemExit as stop:
-        return stop.code

@@ -1,4 +1,5 @@
 """The smoke sweep through nnictl and NNI's web UI: trials succeed with per-epoch and final metrics."""
+import contextlib
 import json
 import os
 import shutil
@@ -26,26 +27,34 @@ def rest(port: int, path: str):
         return json.load(response)
 
 
-@pytest.fixture(scope='module')
-def smoke_experiment():
-    """``nnictl create --config examples/nnictl/smoke.yml`` on a free loopback port, run to the end, then stopped."""
-    if NNICTL is None:
-        pytest.skip('nnictl is not installed')
+@contextlib.contextmanager
+def nnictl_experiment(config: Path, trials: int = 2):
+    """``nnictl create --config CONFIG`` on a free loopback port; yields ``(port, jobs)`` once all ``trials``
+    have ended (or 10 minutes passed), and stops the experiment afterwards."""
     port = free_port()
     env = {**os.environ, 'PATH': str(Path(sys.executable).parent) + os.pathsep + os.environ.get('PATH', '')}
-    created = subprocess.run([NNICTL, 'create', '--config', 'smoke.yml', '--port', str(port)],
-                             cwd=ROOT / 'examples' / 'nnictl', env=env, capture_output=True, text=True, timeout=120)
-    assert created.returncode == 0, created.stderr[-2000:]
     try:
-        deadline = time.time() + 600
+        created = subprocess.run([NNICTL, 'create', '--config', config.name, '--port', str(port)], cwd=config.parent,
+                                 env=env, capture_output=True, text=True, timeout=180)
+        assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
+        deadline, jobs = time.time() + 600, []
         while time.time() < deadline:
             jobs = rest(port, 'trial-jobs')
-            if len(jobs) == 2 and all(j['status'] in ('SUCCEEDED', 'FAILED', 'USER_CANCELED') for j in jobs):
+            if len(jobs) == trials and all(j['status'] in ('SUCCEEDED', 'FAILED', 'USER_CANCELED') for j in jobs):
                 break
             time.sleep(3)
         yield port, jobs
     finally:
         subprocess.run([NNICTL, 'stop', '--port', str(port)], env=env, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope='module')
+def smoke_experiment():
+    """The smoke sweep (examples/nnictl/smoke.yml), run to the end."""
+    if NNICTL is None:
+        pytest.skip('nnictl is not installed')
+    with nnictl_experiment(ROOT / 'examples' / 'nnictl' / 'smoke.yml') as result:
+        yield result
 
 
 def test_smoke_trials_succeed_with_intermediate_and_final_metrics(smoke_experiment):
@@ -124,21 +133,10 @@ def test_remote_training_service_over_loopback_ssh(loopback_sshd, tmp_path):
                                                  'sshKeyFile': str(key), 'pythonPath': str(Path(sys.executable).parent)}]
     path = ROOT / 'examples' / 'nnictl' / f'.remote-test-{ssh_port}.yml'
     path.write_text(yaml.safe_dump(config))
-    port = free_port()
-    env = {**os.environ, 'PATH': str(Path(sys.executable).parent) + os.pathsep + os.environ.get('PATH', '')}
     try:
-        created = subprocess.run([NNICTL, 'create', '--config', path.name, '--port', str(port)], cwd=path.parent,
-                                 env=env, capture_output=True, text=True, timeout=180)
-        assert created.returncode == 0, created.stdout[-2000:] + created.stderr[-2000:]
-        deadline, jobs = time.time() + 600, []
-        while time.time() < deadline:
-            jobs = rest(port, 'trial-jobs')
-            if len(jobs) == 2 and all(j['status'] in ('SUCCEEDED', 'FAILED', 'USER_CANCELED') for j in jobs):
-                break
-            time.sleep(3)
-        assert [j['status'] for j in jobs] == ['SUCCEEDED', 'SUCCEEDED'], jobs
-        finals = [m for m in rest(port, 'metric-data') if m['type'] == 'FINAL']
-        assert len(finals) == 2
+        with nnictl_experiment(path) as (port, jobs):
+            assert [j['status'] for j in jobs] == ['SUCCEEDED', 'SUCCEEDED'], jobs
+            finals = [m for m in rest(port, 'metric-data') if m['type'] == 'FINAL']
+            assert len(finals) == 2
     finally:
-        subprocess.run([NNICTL, 'stop', '--port', str(port)], env=env, capture_output=True, timeout=120)
         path.unlink(missing_ok=True)

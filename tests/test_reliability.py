@@ -11,18 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from nni_zodarts.cli import main
+from cli_run import run_cli
 from nni_zodarts.training import SearchModule
 
 QUICK = ['--max-samples', '48', '--batch-size', '8', '--quiet']
 SEARCH = ['search', '--epochs', '4', *QUICK]
-
-
-def run_cli(args):
-    try:
-        return main(args)
-    except SystemExit as stop:
-        return stop.code
 
 
 def final_alpha(directory: Path) -> pd.DataFrame:
