@@ -75,7 +75,7 @@ def worker(args) -> dict:
     trainer = Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=1, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                       callbacks=[timer])
-    evaluator = Lightning(SearchModule(data.n_classes, schedule_epochs=args.epochs), trainer,
+    evaluator = Lightning(SearchModule(data.n_classes, schedule_epochs=args.schedule_epochs or args.epochs), trainer,
                           train_dataloaders=make_loader(wx, wy, batch, train=True),
                           val_dataloaders=make_loader(ax, ay, batch, train=True))
     strategy = make_strategy(args.worker, args)
@@ -102,6 +102,8 @@ def main() -> None:
     parser.add_argument('--data-root', default=None)
     parser.add_argument('--space', default='size_variable', choices=['size_variable', 'nb201'])
     parser.add_argument('--epochs', type=int, default=10)
+    parser.add_argument('--schedule-epochs', type=int, default=None,
+                        help='cosine LR length (default: --epochs; the paper: 50 with a 40-epoch read-out)')
     parser.add_argument('--size-start', type=int, default=None, help='size phase start (default: epochs // 2)')
     parser.add_argument('--temperature-interval', type=int, default=None, help='default: max(1, epochs // 10)')
     parser.add_argument('--arc-update-interval', type=int, default=10)
@@ -120,7 +122,6 @@ def main() -> None:
         print('RESULT ' + json.dumps(worker(args)))
         return
 
-    import pandas as pd
     run_id = datetime.datetime.now().strftime('%Y%m%d-%H%M%S')
     date = datetime.date.today().isoformat()
     rows, details = [], []
@@ -140,16 +141,20 @@ def main() -> None:
               f"before/after size phase {result['epoch_seconds_before_size_phase']:.2f}/"
               f"{result['epoch_seconds_after_size_phase']:.2f}  {result['peak_mem_mb']:.0f} MB  "
               f"val acc {result['val_acc']:.3f}  {result['params']:,} params", flush=True)
+        _append(args, run_id, rows[-1:], details)   # row by row: a long run that stops keeps what it measured
+    print(f"appended {len(rows)} rows to {args.results / 'performance.csv'}")
+
+
+def _append(args, run_id: str, rows: list[dict], details: list[dict]) -> None:
+    import pandas as pd
     args.results.mkdir(parents=True, exist_ok=True)
     csv = args.results / 'performance.csv'
-    frame = pd.DataFrame(rows, columns=COLUMNS)
-    frame.to_csv(csv, mode='a', header=not csv.exists(), index=False)
-    meta = {'run_id': run_id, 'date': date, 'command': 'python -m benchmarks.search_speed ' + ' '.join(sys.argv[1:]),
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(csv, mode='a', header=not csv.exists(), index=False)
+    meta = {'run_id': run_id, 'date': datetime.date.today().isoformat(), 'command': 'python -m benchmarks.search_speed ' + ' '.join(sys.argv[1:]),
             'machine': f'{platform.processor() or platform.machine()}, {args.threads} threads',
             'python': platform.python_version(), 'settings': {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != 'worker'},
             'results': details}
     (args.results / f'performance_{run_id}.json').write_text(json.dumps(meta, indent=2, default=str))
-    print(f'appended {len(rows)} rows to {csv}')
 
 
 def _without_methods(argv: list[str]) -> list[str]:
