@@ -17,6 +17,9 @@ PRESETS = {
 }
 
 
+ZO_SCHEDULE = ('size_search_start_epoch', 'temperature_interval', 'arc_update_interval')   # ZODartsPP's, not DARTS's
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):                    # one line, exit 2
         self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
@@ -58,6 +61,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--method', choices=['zodartspp', 'darts'], default='zodartspp',
+                   help="darts: NNI's first-order DARTS on the same space and data (the papers' baseline)")
     p.add_argument('--space', choices=['size_variable', 'nb201'], default='size_variable')
     p.add_argument('--width-search', action='store_true', help='also search per-stage width (x0.5/0.75/1)')
     p.add_argument('--param-budget', type=budget, default=None, help='N or L:U parameters')
@@ -65,6 +70,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--zo-mode', choices=['implicit', 'direct'], default='implicit')
     p.add_argument('--normalization', choices=['sparsemax', 'softmax'], default='sparsemax')
     p.add_argument('--mu', type=float, default=0.005)
+    p.add_argument('--devices', type=positive(int), default=1,
+                   help='search on N processes/GPUs with DDP (--batch-size is per process)')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,11 +101,16 @@ def _search_kwargs(args) -> dict:
     preset = dict(PRESETS[args.preset]['search'])
     if args.epochs:
         preset['epochs'] = args.epochs
+    zo = dict(param_budget=args.param_budget, zo_mode=args.zo_mode, normalization=args.normalization, mu=args.mu,
+              **{k: preset.pop(k) for k in ZO_SCHEDULE})
+    if args.method == 'darts':
+        if args.param_budget is not None:
+            raise ValueError('--param-budget needs --method zodartspp (DARTS has no parameter budget)')
+        zo = {}
     return dict(dataset=args.dataset or 'breastmnist', data_root=args.data_root, image_size=args.image_size or 28,
                 space=args.space, width_search=args.width_search, batch_size=args.batch_size, seed=args.seed,
-                max_samples=args.max_samples, accelerator=args.accelerator, derive=args.derive, quiet=args.quiet,
-                overwrite=args.overwrite, resume=args.resume, param_budget=args.param_budget, zo_mode=args.zo_mode,
-                normalization=args.normalization, mu=args.mu, **preset)
+                max_samples=args.max_samples, accelerator=args.accelerator, devices=args.devices, derive=args.derive,
+                quiet=args.quiet, overwrite=args.overwrite, resume=args.resume, method=args.method, **preset, **zo)
 
 
 def _retrain_kwargs(args) -> dict:
@@ -141,6 +153,8 @@ def run_command(args, on_epoch=None) -> int:
         from .search import search
         if args.command == 'search':
             result = search(args.output, **_search_kwargs(args))
+            if result is None:                              # a helper process of a multi-process search
+                return 0
             print(f'architecture: {args.output / "architecture.json"} ({result["params"]:,} parameters)')
         elif args.command == 'retrain':
             metrics = retrain(args.arch, args.output, **_retrain_kwargs(args))
@@ -148,6 +162,8 @@ def run_command(args, on_epoch=None) -> int:
                           ('parameters', f'{metrics["params"]:,}')]))
         else:
             found = search(args.output / 'search', on_epoch=on_epoch, **_search_kwargs(args))
+            if found is None:
+                return 0
             final = {'default': found['val_acc'], 'params': found['params'], 'search_seconds': found['search_seconds']}
             if not (trial and not args.retrain_epochs):
                 metrics = retrain(args.output / 'search' / 'architecture.json', args.output / 'retrain',

@@ -4,6 +4,7 @@ Spec §1 on one screen (``training_step``): every step trains the weights ``W`` 
 ``'implicit'`` mode a perturbed copy ``W'`` (a parameter dict run through ``torch.func.functional_call``, with a
 clone of the weight optimizer's state) trains on the same batch from ``alpha + mu u``; every ``T`` steps the
 validation objective (CE + budget hinge) gives the ZO estimate of ``zo_estimator`` and Adam applies it to alpha.
+On several processes the gradients and estimates are averaged across ranks (``distributed``).
 """
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from copy import deepcopy
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 
 from .budget import ParamPolynomial, hinge_penalty, warn_outside
+from .distributed import ZODartsDDP, average_, broadcast_, rank_spread
 from .sparsemax import TemperedSparsemax, temperature_at
 from .zo_estimator import direct_estimate, implicit_estimate, unit_directions
 
@@ -89,6 +92,8 @@ class ZODartsPPModule(DartsLightningModule):
         self.normalizer = normalizer
         self.polynomial = polynomial
         self._window: _Window | None = None
+        self._seed = torch.initial_seed()       # ZO directions are a function of (seed, epoch, step): see _generator
+        self.alpha_rank_spread = float('nan')   # max |alpha_rank - alpha_0| at the end of the last epoch (DDP check)
         self._name_cache: tuple[dict[str, str], dict[str, nn.Parameter]] | None = None
 
     # ----------------------------------------------------------------------------------------------- helpers
@@ -147,12 +152,19 @@ class ZODartsPPModule(DartsLightningModule):
             loss = loss + self.cfg.budget_weight / self.temperature * hinge_penalty(expected, lower, upper, self.cfg.budget_unit)
         return loss
 
-    def _directions(self, labels: list[str]) -> tuple[torch.Tensor, float]:
+    def _generator(self, step: int) -> torch.Generator:
+        """Random numbers for ``step`` of this epoch, the same whatever else drew from the global generator (data
+        order, augmentation, the number of processes) and after a resume; rank 0's copy wins on several ranks."""
+        key = np.random.SeedSequence([self._seed, self.trainer.current_epoch, step + 1]).generate_state(1, np.uint64)
+        return torch.Generator().manual_seed(int(key[0]) & (2 ** 63 - 1))
+
+    def _directions(self, labels: list[str], step: int) -> tuple[torch.Tensor, float]:
         flat = torch.cat([self._alphas[lab].detach() for lab in labels])
         norm = float(flat.norm())
         # 'direct' differences two float32 losses, so its step never shrinks below mu itself.
         mu = self.cfg.mu * (max(norm, 1.0) if self.cfg.zo_mode == 'direct' else norm)
-        return unit_directions(self.cfg.num_directions, flat.numel(), device=flat.device), mu
+        directions = unit_directions(self.cfg.num_directions, flat.numel(), generator=self._generator(step))
+        return broadcast_(directions.to(flat.device), self._world), mu
 
     def _split(self, labels: list[str], vector: torch.Tensor) -> dict[str, torch.Tensor]:
         sizes = [self._alphas[lab].numel() for lab in labels]
@@ -160,6 +172,15 @@ class ZODartsPPModule(DartsLightningModule):
 
     def _perturbed(self, labels: list[str], step: torch.Tensor) -> dict[str, torch.Tensor]:
         return {lab: self._alphas[lab].detach() + d for lab, d in self._split(labels, step).items()}
+
+    @property
+    def _world(self) -> int:
+        return self.trainer.world_size
+
+    def manual_backward(self, loss: torch.Tensor, *args, **kwargs) -> None:
+        """The weight step's backward, its gradients averaged over DDP ranks (see ``distributed``)."""
+        super().manual_backward(loss, *args, **kwargs)
+        average_([p.grad for p in self._names()[1].values() if p.grad is not None], self._world)
 
     def _weight_optimizer(self) -> torch.optim.Optimizer:
         (opt,) = [o for o in self.optimizers() if not getattr(o, 'is_arch_optimizer', False)]
@@ -172,11 +193,13 @@ class ZODartsPPModule(DartsLightningModule):
         searching = (self.trainer.current_epoch >= self.warmup_epochs and bool(self.active_labels())
                      and window_start + T <= self.trainer.num_training_batches)   # a partial last window is skipped
         if searching and self.cfg.zo_mode == 'implicit' and batch_idx == window_start:
-            self._open_window()
+            self._open_window(batch_idx)
 
         loss = self.training_module.training_step(batch['train'], batch_idx)       # DARTS phase 2: weight step
         weight_loss = loss['loss'] if isinstance(loss, dict) else loss
-        if not torch.isfinite(weight_loss):
+        finite = torch.isfinite(weight_loss.detach()).float()
+        average_([finite], self._world)                                             # every rank stops together
+        if finite < 1:
             raise FloatingPointError(f'non-finite training loss at epoch {self.trainer.current_epoch}, step {batch_idx}')
         self.advance_optimization(weight_loss, batch_idx, self.gradient_clip_val)
         if self._window is not None:
@@ -184,15 +207,18 @@ class ZODartsPPModule(DartsLightningModule):
         if searching and batch_idx == window_start + T - 1:
             self._architecture_step(batch['val'], batch_idx)
         self.advance_lr_schedulers(batch_idx)
+        if self._world > 1 and batch_idx == self.trainer.num_training_batches - 1:   # all ranks here, in step
+            self.alpha_rank_spread = rank_spread(list(self._alphas.values()), self._world)
+            self.log('alpha_rank_spread', self.alpha_rank_spread, on_step=False, on_epoch=True)
 
         if batch_idx % self.log_prob_every_n_step == 0:
             self.log_probs(self.export_probs())
         return loss
 
-    def _open_window(self) -> None:
+    def _open_window(self, batch_idx: int) -> None:
         """Start ``W'_k`` from ``W`` with ``alpha + mu u_k`` and a clone of the weight optimizer (spec §5)."""
         labels = self.active_labels()
-        directions, mu = self._directions(labels)
+        directions, mu = self._directions(labels, batch_idx)
         names, weights = self._names()
         optimizer = self._weight_optimizer()
         self._window = _Window(labels, directions, mu)
@@ -209,6 +235,7 @@ class ZODartsPPModule(DartsLightningModule):
             trainable = [t for t in copy.weights.values() if t.requires_grad]
             for t, g in zip(trainable, torch.autograd.grad(loss, trainable, allow_unused=True)):
                 t.grad = g
+            average_([t.grad for t in trainable if t.grad is not None], self._world)
             if self.gradient_clip_val:
                 nn.utils.clip_grad_norm_(trainable, self.gradient_clip_val)
             copy.optimizer.step()
@@ -228,14 +255,16 @@ class ZODartsPPModule(DartsLightningModule):
                                              [[c.weights[n] for n in weights] for c in window.copies], directions, mu)
         else:
             labels = self.active_labels()
-            directions, mu = self._directions(labels)
+            directions, mu = self._directions(labels, batch_idx)
             with torch.no_grad():
                 loss = self._objective(val_batch, {})
                 perturbed = torch.stack([self._objective(val_batch, self._perturbed(labels, mu * u)) for u in directions])
             estimate = direct_estimate(loss, perturbed, directions, mu)
+        loss = loss.detach()
+        average_([estimate, loss], self._world)     # the slopes are linear in the per-rank losses (``distributed``)
         if not torch.isfinite(estimate).all() or not torch.isfinite(loss):
             raise FloatingPointError(f'non-finite architecture step at epoch {self.trainer.current_epoch}, '
-                                     f'step {batch_idx} (validation objective {float(loss.detach())})')
+                                     f'step {batch_idx} (validation objective {float(loss)})')
         arc_optim = self.architecture_optimizers()
         arc_optim.zero_grad()
         for lab, g in self._split(labels, estimate).items():
@@ -243,12 +272,15 @@ class ZODartsPPModule(DartsLightningModule):
         arc_optim.step()
         if not all(torch.isfinite(self._alphas[lab]).all() for lab in labels):
             raise FloatingPointError(f'non-finite alpha at epoch {self.trainer.current_epoch}, step {batch_idx}')
-        self.log_dict({'arch_loss': float(loss.detach()), 'zo_mu': mu, 'zo_grad_norm': float(estimate.norm())})
+        self.log_dict({'arch_loss': float(loss), 'zo_mu': mu, 'zo_grad_norm': float(estimate.norm())})
         if self.polynomial is not None:
             self.log('expected_params', float(self.expected_params()), prog_bar=True)
 
     # ---------------------------------------------------------------------------------------- epoch schedule
     def on_train_start(self):
+        if self._world > 1 and not isinstance(self.trainer.strategy, ZODartsDDP):
+            raise TypeError('ZODartsPP on several devices needs Trainer(strategy=nni_zodarts.ZODartsDDP()): torch\'s '
+                            'DistributedDataParallel wrapper cannot run its several backward passes per step')
         if self.trainer.num_training_batches < self.cfg.arc_update_interval:
             warnings.warn(f'arc_update_interval={self.cfg.arc_update_interval} exceeds the {self.trainer.num_training_batches} '
                           'batches of an epoch, so alpha is never updated: lower arc_update_interval or the batch size.',
@@ -263,12 +295,14 @@ class ZODartsPPModule(DartsLightningModule):
         if self._size_labels and epoch == self.size_start and epoch > 0:
             # Size tables start afresh when the size-variable phase opens, with a new Adam state (spec §1, §5).
             with torch.no_grad():
-                for lab in self._size_labels:
-                    self._alphas[lab].copy_(torch.randn_like(self._alphas[lab]) * 1e-3)
+                generator = self._generator(-1)
+                for lab in sorted(self._size_labels):       # sorted: a set's order changes between processes
+                    alpha = self._alphas[lab]
+                    alpha.copy_(broadcast_(torch.randn(alpha.shape, generator=generator).to(alpha) * 1e-3, self._world))
             self.architecture_optimizers().optimizer.state.clear()
         for alpha in self._alphas.values():
             alpha.requires_grad_(False)          # alpha moves only through the ZO estimate
-        self.log('temperature', self.normalizer.tau)
+        self.log('temperature', self.normalizer.tau)     # the same on every rank: no sync (see ``distributed``)
         # Skip DartsLightningModule's warm-up toggling of requires_grad; keep the base class's redirect.
         return super(DartsLightningModule, self).on_train_epoch_start()
 

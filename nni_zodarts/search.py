@@ -12,6 +12,7 @@ import torch
 from .data import PAPER_SEARCH_BATCH, DataError, load_medmnist, make_loader, search_split
 from .files import prepare_output, read_json, write_csv, write_json
 from .checkpointing import LATEST, RNGStateCheckpoint, latest_checkpoint
+from .distributed import ZODartsDDP, launched_rank
 from .strategy import ZODartsPP
 
 __all__ = ['search', 'SearchRecorder', 'sample_architecture', 'SEARCH_RESULTS']
@@ -24,6 +25,7 @@ class SearchRecorder(pl.Callback):
     probabilities in ``alpha_history.csv``; both rewritten atomically, so they survive a kill."""
 
     def __init__(self, output: Path, val_loader, resume: bool = False, on_row: Callable[[dict], None] | None = None):
+        # On a multi-process search, only the first process records (the others hold the same alpha and weights).
         self.output, self.val_loader, self.on_row = output, val_loader, on_row
         self.rows: list[dict] = []
         self.alpha_rows: list[dict] = []
@@ -45,20 +47,24 @@ class SearchRecorder(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         seconds = time.perf_counter() - self._start
+        if not trainer.is_global_zero:
+            return
         val_loss, val_acc = evaluate(pl_module, self.val_loader)
         metrics = trainer.callback_metrics
         row = {'epoch': trainer.current_epoch,
                **{k: sum(v) / len(v) for k, v in self._sums.items()},
                'arch_loss': float(metrics['arch_loss']) if 'arch_loss' in metrics else float('nan'),
-               'val_loss': val_loss, 'val_acc': val_acc, 'temperature': pl_module.temperature,
-               'expected_params': float(pl_module.expected_params()) if pl_module.polynomial else float('nan'),
+               'val_loss': val_loss, 'val_acc': val_acc, 'temperature': getattr(pl_module, 'temperature', float('nan')),
+               'expected_params': (float(pl_module.expected_params()) if getattr(pl_module, 'polynomial', None)
+                                   else float('nan')),
                'lr': trainer.optimizers[0].param_groups[0]['lr'], 'seconds': seconds,
+               **({'alpha_rank_spread': pl_module.alpha_rank_spread} if trainer.world_size > 1 else {}),
                'search_seconds': seconds + (self.rows[-1]['search_seconds'] if self.rows else 0.0)}
         self.rows.append(row)
         for label, dist in pl_module.export_probs().items():
             self.alpha_rows += [{'epoch': row['epoch'], 'label': label, 'choice': choice, 'probability': p}
                                 for choice, p in dist.items()]
-        pl_module.log_dict({'val_acc': val_acc, 'val_loss': val_loss})
+        pl_module.log_dict({'val_acc': val_acc, 'val_loss': val_loss}, rank_zero_only=True)
         write_csv(self.output / 'search_history.csv', pd.DataFrame(self.rows))
         write_csv(self.output / 'alpha_history.csv', pd.DataFrame(self.alpha_rows))
         if self.on_row is not None:
@@ -100,12 +106,19 @@ def resolve_device(accelerator: str) -> str | None:
 def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str | None = None, image_size: int = 28,
            space: str = 'size_variable', width_search: bool = False, epochs: int = 10,
            schedule_epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
-           max_samples: int | None = None, accelerator: str = 'auto', derive: str = 'argmax', quiet: bool = False,
-           overwrite: bool = False, resume: bool = False, on_epoch: Callable[[dict], None] | None = None,
-           **strategy_kwargs: Any) -> dict[str, Any]:
+           max_samples: int | None = None, accelerator: str = 'auto', devices: int = 1, derive: str = 'argmax',
+           quiet: bool = False, overwrite: bool = False, resume: bool = False, method: str = 'zodartspp', on_epoch: Callable[[dict], None] | None = None,
+           **strategy_kwargs: Any) -> dict[str, Any] | None:
     """Run one search and write ``architecture.json``, ``search_config.json``, the histories, plots,
-    checkpoints and logs into ``output``. ``strategy_kwargs`` go to :class:`ZODartsPP`; ``on_epoch`` receives
-    every ``search_history.csv`` row as it is written. Returns a summary."""
+    checkpoints and logs into ``output``. ``strategy_kwargs`` go to :class:`ZODartsPP` (``method='darts'``: NNI's
+    first-order ``DARTS`` on the same space and data, the papers' baseline); ``on_epoch`` receives
+    every ``search_history.csv`` row as it is written. Returns a summary.
+
+    ``devices > 1`` runs one search on that many processes (GPUs, or CPU processes with gloo) through
+    :class:`~nni_zodarts.ZODartsDDP`, each on its shard of every batch (``batch_size`` is per process); Lightning
+    re-runs the calling script for the other processes, which write no results (only their own NNI log folder
+    under ``output/nni``) and get ``None``. One multi-process search per Python process (Lightning keeps the
+    process group). The default batch size is the paper's divided by ``devices``, so the global batch stays."""
     from nni.nas.evaluator.pytorch import Lightning, Trainer
     from nni.nas.experiment import NasExperiment
     from search_spaces import create_space
@@ -116,17 +129,22 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
 
     if epochs <= 0:
         raise ValueError(f'--epochs must be > 0, got {epochs}')
+    if devices < 1:
+        raise ValueError(f'--devices must be >= 1, got {devices}')
+    if devices > 1 and method != 'zodartspp':
+        raise ValueError("--devices > 1 needs --method zodartspp (NNI's DARTS module does not average across ranks)")
     if derive not in ('argmax', 'sample'):
         raise ValueError(f"--derive must be 'argmax' or 'sample', got {derive!r}")
-    strategy = ZODartsPP(**strategy_kwargs)                  # validates its arguments before anything is written
+    strategy = _strategy(method, strategy_kwargs)            # validates its arguments before anything is written
     check_filelock()
     data = load_medmnist(dataset, data_root, image_size)
-    output = prepare_output(output, SEARCH_RESULTS, overwrite=overwrite, resume=resume)
+    first = launched_rank() == 0
+    output = prepare_output(output, SEARCH_RESULTS, overwrite=overwrite, resume=resume) if first else Path(output)
     if data.task == 'multi-label, binary-class':
         raise DataError(f'{dataset} is multi-label, which nni-zodarts does not search yet: pick a single-label data set')
     pl.seed_everything(seed, workers=True, verbose=False)
-    batch_size = batch_size or PAPER_SEARCH_BATCH.get(dataset, 64)
-    device = resolve_device(accelerator)
+    batch_size = batch_size or max(1, PAPER_SEARCH_BATCH.get(dataset, 64) // devices)
+    device = resolve_device(accelerator) if devices == 1 else None     # several GPUs: Lightning moves each batch
     (wx, wy), (ax, ay) = search_split(data, seed, max_samples)
     space_kwargs = {'in_channels': data.n_channels, 'num_classes': data.n_classes}
     if width_search:
@@ -138,7 +156,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     checkpoints = latest_checkpoint(output / 'checkpoints')
     loggers = [pl.loggers.CSVLogger(output / 'logs', name='search'),
                pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')]
-    trainer = Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=loggers,
+    trainer = Trainer(max_epochs=epochs, accelerator=accelerator, devices=devices, logger=loggers,
+                      strategy=ZODartsDDP() if devices > 1 else 'auto',
                       callbacks=[recorder, RNGStateCheckpoint(), checkpoints], enable_progress_bar=not quiet, enable_model_summary=False,
                       num_sanity_val_steps=0, limit_val_batches=0, deterministic=True, log_every_n_steps=1)
     last = output / 'checkpoints' / LATEST
@@ -151,22 +170,38 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     experiment.run()
     arch = experiment.export_top_models(formatter='dict')[0]
     experiment.stop()
+    if not trainer.is_global_zero:
+        return None
     if derive == 'sample':
-        arch = sample_architecture(strategy.export_probs(), torch.Generator().manual_seed(seed))
+        arch = sample_architecture(strategy.oneshot_module.export_probs(), torch.Generator().manual_seed(seed))
 
-    params = strategy.polynomial.count(arch) if strategy.polynomial else None
+    params = sum(p.numel() for p in create_space(space, **space_kwargs).freeze(arch).parameters())
     history = recorder.rows
     summary = {
         'dataset': dataset, 'space': space, 'space_kwargs': space_kwargs, 'image_size': image_size, 'seed': seed,
-        'epochs': epochs, 'batch_size': batch_size, 'derive': derive, 'params': params,
+        'epochs': epochs, 'batch_size': batch_size, 'devices': devices, 'global_batch_size': batch_size * devices,
+        'derive': derive, 'params': params,
         'expected_params': history[-1]['expected_params'] if history else None,
-        'param_budget': strategy.config.param_budget, 'search_seconds': history[-1]['search_seconds'] if history else None,
-        'val_acc': history[-1]['val_acc'] if history else None, 'strategy': vars(strategy.config),
+        'method': method, 'param_budget': strategy.config.param_budget if method == 'zodartspp' else None,
+        'search_seconds': history[-1]['search_seconds'] if history else None,
+        'val_acc': history[-1]['val_acc'] if history else None,
+        'strategy': vars(strategy.config) if method == 'zodartspp' else strategy_kwargs,
     }
     write_json(output / 'architecture.json', arch)
+    write_json(output / 'probabilities.json', {label: list(map(list, dist.items()))      # [[choice, p], ...]: types kept
+                                               for label, dist in strategy.oneshot_module.export_probs().items()})
     write_json(output / 'search_config.json', summary)
     plot_search(output)
     return {**summary, 'architecture': arch}
+
+
+def _strategy(method: str, kwargs: dict[str, Any]):
+    if method == 'zodartspp':
+        return ZODartsPP(**kwargs)
+    if method == 'darts':
+        from nni.nas.oneshot.pytorch.strategy import DARTS   # not nni.nas.strategy: its lazy import can fail
+        return DARTS(**{'gradient_clip_val': 5.0, **kwargs})
+    raise ValueError(f"--method must be 'zodartspp' or 'darts', got {method!r}")
 
 
 def load_search_config(arch_path: Path) -> dict[str, Any]:

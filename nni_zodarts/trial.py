@@ -38,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(['run', '--output', str(output), '--quiet', *argv])
     if not args.retrain_epochs:
         args.retrain_epochs = 0
+    if args.devices > 1:            # helper processes would ask NNI for parameters again and may get others
+        print('nni-zodarts trial: error: --devices > 1 is not supported in nnictl trials: use one device per trial',
+              file=sys.stderr)
+        return 2
     from .nni_workarounds import TrialChannel
     return run_command(args, on_epoch=epoch_reporter(TrialChannel()))
 

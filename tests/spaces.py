@@ -32,10 +32,11 @@ class Block(nn.Module):
 class TinySpace(ModelSpace):
     """Width, kernel size, an operation choice and a depth: every kind of mutable ZODartsPP supports."""
 
-    def __init__(self, in_channels=1, num_classes=2):
+    def __init__(self, in_channels=1, num_classes=2, batch_norm=True):
         super().__init__()
         width = nni.choice('width', [4, 8])
-        self.stem = nn.Sequential(MutableConv2d(in_channels, width, 3, padding=1), MutableBatchNorm2d(width))
+        self.stem = nn.Sequential(MutableConv2d(in_channels, width, 3, padding=1),
+                                  MutableBatchNorm2d(width) if batch_norm else nn.Identity())
         self.body = Repeat(lambda i: Block(width, 'op'), nni.choice('depth', [1, 2, 3]))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = MutableLinear(width, num_classes)

@@ -78,6 +78,8 @@ def test_search_on_another_medmnist_file(tmp_path):
     (['search', '--param-budget', '0'], 'budget'),
     (['search', '--param-budget', '500:100'], 'lower bound'),
     (['search', '--epochs', '0'], '--epochs'),
+    (['search', '--devices', '0'], '--devices'),
+    (['search', '--method', 'darts', '--param-budget', '100000'], '--param-budget needs --method zodartspp'),
     (['search', '--no-such-flag'], 'unrecognized'),
     (['retrain', '--arch', '{tmp}/missing.json'], 'not found'),
 ])
