@@ -1,4 +1,5 @@
-"""NNI model spaces for ZO-DARTS++: ``size_variable`` (ZO-DARTS++) and ``nb201`` (ZO-DARTS+)."""
+"""NNI model spaces for ZO-DARTS++: ``size_variable`` (ZO-DARTS++) and ``nb201`` (ZO-DARTS+); ``resnet18`` is the
+fixed baseline of the papers' tables."""
 from __future__ import annotations
 
 from nni_zodarts.nni_workarounds import quiet_nni_warnings
@@ -6,11 +7,12 @@ from nni_zodarts.nni_workarounds import quiet_nni_warnings
 quiet_nni_warnings()
 
 from .nb201 import NB201Space  # noqa: E402
+from .resnet import ResNet18Space  # noqa: E402
 from .size_variable import SizeVariableSpace  # noqa: E402
 
-SPACES = {'size_variable': SizeVariableSpace, 'nb201': NB201Space}
+SPACES = {'size_variable': SizeVariableSpace, 'nb201': NB201Space, 'resnet18': ResNet18Space}
 
-__all__ = ['SPACES', 'create_space', 'NB201Space', 'SizeVariableSpace']
+__all__ = ['SPACES', 'create_space', 'NB201Space', 'ResNet18Space', 'SizeVariableSpace']
 
 
 def create_space(name: str, **kwargs):

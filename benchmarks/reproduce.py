@@ -1,0 +1,196 @@
+"""Reproduce the papers' MedMNIST tables (spec §6, §9, §11): ZO-DARTS++ unconstrained and at the "small" and
+"medium" budgets, NNI DARTS on the same space, and ResNet-18 (28) with the same retraining recipe.
+
+    python -m benchmarks.reproduce --dataset breastmnist --seeds 1 2 3
+    python -m benchmarks.reproduce --dataset retinamnist --data-root ../shared/data/medmnist --seeds 1 2 3
+    python -m benchmarks.reproduce --report            # RESULTS tables and params-vs-accuracy plots
+
+Every run goes through the ``nni-zodarts`` CLI in its own process, under ``--runs/<dataset>/<method>/seed<S>``,
+and is resumed from its checkpoints when started again; a finished run appends one row to
+``docs/results/reproduction.csv`` and is skipped from then on. Budget windows are the paper's (spec §6 table);
+for data sets it does not list they are derived as the paper does: 300 architectures sampled from each of the
+unconstrained runs' final probabilities, small = [0, P20], medium = [P40, P60].
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / 'docs' / 'results'
+COLUMNS = ['dataset', 'method', 'budget', 'seed', 'test_acc', 'test_auc', 'test_acc_max', 'params', 'search_seconds',
+           'retrain_seconds', 'retrain_epochs', 'device', 'date']
+JOBS = ['zodartspp', 'darts', 'resnet18', 'zodartspp-small', 'zodartspp-medium']
+PAPER_BUDGETS = {   # spec §6: (lower, upper) parameters of "small" (size 1) and "medium" (size 2)
+    'breastmnist': {'small': (0, 221_695), 'medium': (341_768, 506_492)},
+    'pneumoniamnist': {'small': (0, 331_864), 'medium': (424_434, 617_720)},
+    'organamnist': {'small': (0, 335_579), 'medium': (411_723, 607_345)},
+}
+# Spec §11: the best ACC any method reaches in the papers' tables, and MedMNIST v2's ResNet-18 (28) for Retina.
+PAPER_BEST = {'breastmnist': 0.885, 'pneumoniamnist': 0.946, 'retinamnist': 0.524}
+
+
+def run_job(job: str, seed: int, args) -> dict:
+    """Search (unless ResNet-18) and retrain one job, resuming what a previous invocation left."""
+    method, _, budget = job.partition('-')
+    out = args.runs / args.dataset / job / f'seed{seed}'
+    common = ['--dataset', args.dataset, '--seed', str(seed), '--preset', args.preset, '--quiet', '--accelerator',
+              args.accelerator, *(['--data-root', str(args.data_root)] if args.data_root else []),
+              *(['--max-samples', str(args.max_samples)] if args.max_samples else [])]
+    if method == 'resnet18':
+        search_dir = out / 'search'
+        search_dir.mkdir(parents=True, exist_ok=True)
+        (search_dir / 'architecture.json').write_text('{}')
+        (search_dir / 'search_config.json').write_text(json.dumps({'dataset': args.dataset, 'space': 'resnet18'}))
+        command = ['retrain', '--arch', str(search_dir / 'architecture.json'), '--output', str(out / 'retrain'),
+                   '--epochs', str(args.retrain_epochs), *common]
+        resume = (out / 'retrain').exists()
+    else:
+        command = ['run', '--output', str(out), '--retrain-epochs', str(args.retrain_epochs), '--method', method, *common]
+        if args.search_epochs:
+            command += ['--epochs', str(args.search_epochs)]
+        if budget:
+            lower, upper = budget_window(budget, seed, args)
+            command += ['--param-budget', f'{lower}:{upper}']
+        resume = out.exists()
+    if resume and method == 'darts' and not (out / 'search' / 'architecture.json').exists():
+        resume = False          # NNI's DARTS keeps alpha in set order, so its optimizer state cannot be resumed
+        command += ['--overwrite']
+    _same_settings(out, command)
+    command += ['--resume'] if resume else []
+    print(f'[{datetime.datetime.now():%H:%M:%S}] {args.dataset} {job} seed {seed}: nni-zodarts {" ".join(command)}', flush=True)
+    done = subprocess.run([sys.executable, '-m', 'nni_zodarts.cli', *command], cwd=ROOT)
+    if done.returncode:
+        raise SystemExit(f'{args.dataset} {job} seed {seed} failed (exit {done.returncode}); rerun to resume it')
+    metrics = json.loads((out / 'retrain' / 'retrain_metrics.json').read_text())
+    searched = json.loads((out / 'search' / 'search_config.json').read_text())
+    return {'dataset': args.dataset, 'method': method, 'budget': budget, 'seed': seed,
+            'test_acc': metrics['test_acc'], 'test_auc': metrics['test_auc'],
+            'test_acc_max': metrics['test_acc_max_over_epochs'], 'params': metrics['params'],
+            'search_seconds': searched.get('search_seconds') or 0.0, 'retrain_seconds': metrics['seconds'],
+            'retrain_epochs': metrics['epochs'], 'device': f'{metrics["device"]} x{torch.get_num_threads()}',
+            'date': datetime.date.today().isoformat()}
+
+
+def _same_settings(out: Path, command: list[str]) -> None:
+    """Resume only a run made with the same command (``job.json``), never a quick check at full scale."""
+    job = out / 'job.json'
+    if job.exists() and json.loads(job.read_text()) != command:
+        raise SystemExit(f'{out} holds a run made with other settings (see {job}): move it away or pass other --runs')
+    out.mkdir(parents=True, exist_ok=True)
+    job.write_text(json.dumps(command))
+
+
+def budget_window(budget: str, seed: int, args) -> tuple[int, int]:
+    if args.dataset in PAPER_BUDGETS:
+        return PAPER_BUDGETS[args.dataset][budget]
+    path = args.runs / args.dataset / 'budgets.json'
+    if not path.exists():
+        path.write_text(json.dumps(derive_budgets(args)))
+    return tuple(json.loads(path.read_text())[budget])
+
+
+def derive_budgets(args, samples_per_run: int = 300) -> dict[str, tuple[int, int]]:
+    """Spec §6: percentiles of architectures sampled from the unconstrained runs' final probabilities."""
+    from nni_zodarts import ZODartsPP
+    from nni_zodarts.search import sample_architecture
+    from search_spaces import create_space
+
+    runs = [args.runs / args.dataset / 'zodartspp' / f'seed{s}' / 'search' / 'probabilities.json' for s in args.seeds]
+    runs = [path for path in runs if path.exists()]
+    if len(runs) < len(args.seeds):
+        raise SystemExit(f'the {args.dataset} budgets come from the unconstrained runs: finish those first '
+                         f'({len(runs)} of {len(args.seeds)} done)')
+    config = json.loads((runs[0].parent / 'search_config.json').read_text())
+    strategy = ZODartsPP()
+    strategy.mutate_model(create_space(config['space'], **config['space_kwargs']))
+    counts = []
+    for i, path in enumerate(runs):
+        probs = {label: dict(map(tuple, pairs)) for label, pairs in json.loads(path.read_text()).items()}
+        generator = torch.Generator().manual_seed(i)
+        counts += [strategy.polynomial.count(sample_architecture(probs, generator)) for _ in range(samples_per_run)]
+    q = torch.tensor(counts, dtype=torch.float64).quantile(torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64)).tolist()
+    return {'small': (0, round(q[0])), 'medium': (round(q[1]), round(q[2]))}
+
+
+def done_rows(csv: Path) -> set[tuple]:
+    if not csv.exists():
+        return set()
+    frame = pd.read_csv(csv, keep_default_na=False, dtype={'budget': str})
+    return {(r.dataset, r.method, r.budget, int(r.seed), int(r.retrain_epochs)) for r in frame.itertuples()}
+
+
+def report(csv: Path) -> None:
+    """Mean ± std per data set and method (markdown, for docs/RESULTS.md) and a params-vs-accuracy plot each."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    frame = pd.read_csv(csv, keep_default_na=False, dtype={'budget': str})
+    frame['variant'] = frame.method + frame.budget.map(lambda b: f' ({b})' if b else '')
+    table = frame.groupby(['dataset', 'variant', 'retrain_epochs']).agg(
+        seeds=('seed', 'count'), test_acc=('test_acc', 'mean'), acc_std=('test_acc', 'std'),
+        test_auc=('test_auc', 'mean'), acc_max=('test_acc_max', 'mean'), params=('params', 'mean'),
+        search_s=('search_seconds', 'mean'), retrain_s=('retrain_seconds', 'mean')).reset_index()
+    print('| data set | method | retrain epochs | seeds | test ACC (val-selected) | test AUC | ACC max over epochs '
+          '| params | search s | retrain s | paper best ACC |\n|---|---|---|---|---|---|---|---|---|---|---|')
+    for r in table.itertuples():
+        std = 0.0 if pd.isna(r.acc_std) else r.acc_std
+        print(f'| {r.dataset} | {r.variant} | {r.retrain_epochs} | {r.seeds} | {r.test_acc:.3f} ± {std:.3f} '
+              f'| {r.test_auc:.3f} | {r.acc_max:.3f} | {r.params:,.0f} | {r.search_s:.0f} | {r.retrain_s:.0f} '
+              f'| {PAPER_BEST.get(r.dataset, float("nan")):.3f} |')
+    for dataset, rows in frame.groupby('dataset'):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for variant, group in rows.groupby('variant'):
+            ax.scatter(group.params, group.test_acc, label=variant)
+        if dataset in PAPER_BEST:
+            ax.axhline(PAPER_BEST[dataset], ls='--', c='grey', lw=1, label='best in the papers')
+        ax.set(xscale='log', xlabel='parameters', ylabel='test ACC (val-selected)', title=dataset)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(csv.parent.parent / f'reproduction_{dataset}.png', dpi=120)     # docs/ for docs/results
+        plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--dataset', default='breastmnist')
+    parser.add_argument('--data-root', type=Path, default=None, help='folder with <flag>.npz (Breast is embedded)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
+    parser.add_argument('--jobs', nargs='+', default=JOBS, choices=JOBS)
+    parser.add_argument('--retrain-epochs', type=int, default=300)
+    parser.add_argument('--search-epochs', type=int, default=None, help="default: the paper's 40")
+    parser.add_argument('--accelerator', default='auto')
+    parser.add_argument('--preset', default='paper', choices=['paper', 'demo'], help='demo: quick checks only')
+    parser.add_argument('--max-samples', type=int, default=None, help='cap every split (quick checks only)')
+    parser.add_argument('--runs', type=Path, default=ROOT / 'runs' / 'reproduce')
+    parser.add_argument('--results', type=Path, default=RESULTS)
+    parser.add_argument('--report', action='store_true', help='only print the tables and draw the plots')
+    args = parser.parse_args()
+    args.runs, args.results = args.runs.resolve(), args.results.resolve()
+    args.data_root = args.data_root.resolve() if args.data_root else None
+    quick = args.preset != 'paper' or args.max_samples or args.search_epochs
+    if quick and args.results == RESULTS and not args.report:
+        parser.error('--preset demo, --max-samples and --search-epochs are for quick checks: pass --results elsewhere')
+    csv = args.results / 'reproduction.csv'
+    if args.report:
+        return report(csv)
+    for job in args.jobs:                       # job-major: the unconstrained seeds come before the budgets need them
+        for seed in args.seeds:
+            method, _, budget = job.partition('-')
+            if (args.dataset, method, budget, seed, args.retrain_epochs) in done_rows(csv):
+                continue
+            row = run_job(job, seed, args)
+            args.results.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame([row], columns=COLUMNS).to_csv(csv, mode='a', header=not csv.exists(), index=False)
+
+
+if __name__ == '__main__':
+    main()
