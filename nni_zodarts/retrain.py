@@ -10,7 +10,7 @@ import torch
 
 from .data import PAPER_RETRAIN_BATCH, DataError, cap, load_medmnist, make_loader
 from .files import prepare_output, read_json, write_json
-from .checkpointing import LATEST, RNGStateCheckpoint, latest_checkpoint
+from .checkpointing import LATEST, RNGStateCheckpoint, latest_checkpoint, without_nan_fill
 from .search import load_search_config, resolve_device
 from .training import RetrainModule, max_over_epochs, medmnist_metrics
 
@@ -90,6 +90,7 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
                                  pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')],
                          enable_progress_bar=not quiet, enable_model_summary=False, num_sanity_val_steps=0,
                          deterministic=True, log_every_n_steps=1)
+    without_nan_fill()
     eval_loaders = [make_loader(*val, 512, train=False, device=device), make_loader(*test, 512, train=False, device=device)]
     last = output / 'checkpoints' / LATEST
     start = time.perf_counter()

@@ -11,7 +11,7 @@ import torch
 
 from .data import PAPER_SEARCH_BATCH, DataError, load_medmnist, make_loader, search_split
 from .files import prepare_output, read_json, write_csv, write_json
-from .checkpointing import LATEST, RNGStateCheckpoint, latest_checkpoint
+from .checkpointing import LATEST, RNGStateCheckpoint, latest_checkpoint, without_nan_fill
 from .distributed import ZODartsDDP, launched_rank
 from .strategy import ZODartsPP
 
@@ -160,6 +160,7 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
                       strategy=ZODartsDDP() if devices > 1 else 'auto',
                       callbacks=[recorder, RNGStateCheckpoint(), checkpoints], enable_progress_bar=not quiet, enable_model_summary=False,
                       num_sanity_val_steps=0, limit_val_batches=0, deterministic=True, log_every_n_steps=1)
+    without_nan_fill()
     last = output / 'checkpoints' / LATEST
     evaluator = Lightning(SearchModule(data.n_classes, schedule_epochs=schedule_epochs or epochs), trainer,
                           train_dataloaders=make_loader(wx, wy, batch_size, train=True, device=device),
