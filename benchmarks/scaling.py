@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks.harness import ROOT, in_subprocess, timed_search
 DATASETS = ['breastmnist', 'retinamnist', 'pneumoniamnist', 'organamnist']
 SPACES = {   # name: (space, space keyword arguments)
     'size_variable': ('size_variable', {}),
@@ -33,41 +31,22 @@ SPACES = {   # name: (space, space keyword arguments)
 def worker(dataset: str, space_name: str, args) -> dict:
     import pytorch_lightning as pl
     import torch
-    from nni.nas.evaluator.pytorch import Lightning, Trainer
-    from nni.nas.experiment import NasExperiment
 
     from nni_zodarts import ZODartsPP
-    from nni_zodarts.data import PAPER_SEARCH_BATCH, load_medmnist, make_loader, search_split
-    from nni_zodarts.training import SearchModule
+    from nni_zodarts.data import PAPER_SEARCH_BATCH, load_medmnist
     from search_spaces import create_space
 
     torch.set_num_threads(args.threads)
     pl.seed_everything(0, verbose=False)
     data = load_medmnist(dataset, args.data_root if dataset != 'breastmnist' else None)
-    (wx, wy), (ax, ay) = search_split(data, 0)
     batch = PAPER_SEARCH_BATCH.get(dataset, 64)
     space, kwargs = SPACES[space_name]
-
-    class StepTimer(pl.Callback):
-        seconds: list[float] = []
-
-        def on_train_batch_start(self, *_):
-            self.start = time.perf_counter()
-
-        def on_train_batch_end(self, *_):
-            self.seconds.append(time.perf_counter() - self.start)
-
-    timer = StepTimer()
-    trainer = Trainer(max_epochs=1, limit_train_batches=args.steps, accelerator='cpu', devices=1, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[timer])
-    evaluator = Lightning(SearchModule(data.n_classes), trainer, train_dataloaders=make_loader(wx, wy, batch, train=True),
-                          val_dataloaders=make_loader(ax, ay, batch, train=True))
     strategy = ZODartsPP(size_search_start_epoch=0, arc_update_interval=args.window)
     model_space = create_space(space, in_channels=data.n_channels, num_classes=data.n_classes, **kwargs)
-    experiment = NasExperiment(model_space, evaluator, strategy)
-    experiment.config.experiment_working_directory = '/tmp/nni-zodarts-scaling'
-    experiment.run()
-    window = timer.seconds[-args.window:]
+    _, seconds, (wx, wy), (ax, ay) = timed_search(model_space, strategy, data, batch, 0, per='batch', schedule_epochs=50,
+                                                  max_epochs=1, limit_train_batches=args.steps,
+                                                  accelerator=args.accelerator, workdir='/tmp/nni-zodarts-scaling')
+    window = seconds[-args.window:]
     steps = -(-len(wy) // batch)
     return {'dataset': dataset, 'space': space_name, 'search_images': len(wy) + len(ay), 'batch_size': batch,
             'steps_per_epoch': steps, 'step_seconds': sum(window) / len(window),
@@ -83,6 +62,7 @@ def main() -> None:
     parser.add_argument('--steps', type=int, default=20)
     parser.add_argument('--window', type=int, default=10, help='arc_update_interval; the last window is timed')
     parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--accelerator', default='cpu', help='cpu | gpu | auto')
     parser.add_argument('--results', type=Path, default=ROOT / 'docs' / 'results')
     parser.add_argument('--worker', nargs=2, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -95,15 +75,13 @@ def main() -> None:
     import pandas as pd
     # Data sets on the full space, then the space variants on BreastMNIST.
     configs = [(d, 'size_variable') for d in args.datasets] + [('breastmnist', s) for s in args.spaces if s != 'size_variable']
+    args.results.mkdir(parents=True, exist_ok=True)
     csv = args.results / 'scaling.csv'
     for dataset, space in configs:
-        command = [sys.executable, '-m', 'benchmarks.scaling', *sys.argv[1:], '--worker', dataset, space]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        lines = [line for line in done.stdout.splitlines() if line.startswith('RESULT ')]
-        if done.returncode or not lines:
-            print(f'{dataset} {space} failed:\n{done.stderr[-2000:]}', file=sys.stderr)
+        result = in_subprocess('benchmarks.scaling', [*sys.argv[1:], '--worker', dataset, space], f'{dataset} {space}')
+        if result is None:
             continue
-        row = {'date': datetime.date.today().isoformat(), 'device': f'cpu x{args.threads}', **json.loads(lines[-1][7:])}
+        row = {'date': datetime.date.today().isoformat(), 'device': f'{args.accelerator} x{args.threads}', **result}
         print(f"{dataset:15s} {space:14s} {row['search_images']:6d} images  batch {row['batch_size']:3d}  "
               f"{row['step_seconds']:.3f} s/step  {row['epoch_seconds']:8.1f} s/epoch", flush=True)
         pd.DataFrame([row]).to_csv(csv, mode='a', header=not csv.exists(), index=False)

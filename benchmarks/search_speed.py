@@ -15,19 +15,19 @@ import datetime
 import json
 import platform
 import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parents[1] / 'docs' / 'results'
+from benchmarks.harness import ROOT, in_subprocess, timed_search
+
+RESULTS = ROOT / 'docs' / 'results'
 COLUMNS = ['run_id', 'date', 'device', 'dataset', 'space', 'method', 'epochs', 'search_seconds', 'epoch_seconds',
            'peak_mem_mb', 'val_acc']
 METHODS = ['supernet', 'darts', 'gumbel_darts', 'zodartspp', 'zodartspp_direct', 'zodartspp_softmax']
 
 
 def make_strategy(method: str, args):
-    from nni.nas.strategy import DARTS, GumbelDARTS
+    from nni.nas.oneshot.pytorch.strategy import DARTS, GumbelDARTS   # not nni.nas.strategy: its lazy import can fail
 
     from nni_zodarts import ZODartsPP
     schedule = dict(size_search_start_epoch=args.size_start, temperature_interval=args.temperature_interval,
@@ -46,48 +46,25 @@ def worker(args) -> dict:
     """One method's search; prints its measurements as JSON."""
     import pytorch_lightning as pl
     import torch
-    from nni.nas.evaluator.pytorch import Lightning, Trainer
-    from nni.nas.experiment import NasExperiment
 
     import nni_zodarts  # noqa: F401  (quiet NNI)
-    from nni_zodarts.data import PAPER_SEARCH_BATCH, load_medmnist, make_loader, search_split
+    from nni_zodarts.data import PAPER_SEARCH_BATCH, load_medmnist, make_loader
     from nni_zodarts.search import evaluate
-    from nni_zodarts.training import SearchModule
     from search_spaces import create_space
 
     torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed, verbose=False)
     data = load_medmnist(args.dataset, args.data_root)
-    (wx, wy), (ax, ay) = search_split(data, args.seed, args.max_samples)
     batch = args.batch_size or PAPER_SEARCH_BATCH[args.dataset]
     space_kwargs = dict(in_channels=data.n_channels, num_classes=data.n_classes)
-
-    class EpochTimer(pl.Callback):
-        seconds: list[float] = []
-
-        def on_train_epoch_start(self, trainer, pl_module):
-            self.start = time.perf_counter()
-
-        def on_train_epoch_end(self, trainer, pl_module):
-            self.seconds.append(time.perf_counter() - self.start)
-
-    timer = EpochTimer()
-    trainer = Trainer(max_epochs=args.epochs, accelerator=args.accelerator, devices=1, logger=False,
-                      enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                      callbacks=[timer])
-    evaluator = Lightning(SearchModule(data.n_classes, schedule_epochs=args.schedule_epochs or args.epochs), trainer,
-                          train_dataloaders=make_loader(wx, wy, batch, train=True),
-                          val_dataloaders=make_loader(ax, ay, batch, train=True))
     strategy = make_strategy(args.worker, args)
-    experiment = NasExperiment(create_space(args.space, **space_kwargs), evaluator, strategy)
-    experiment.config.experiment_working_directory = '/tmp/nni-zodarts-bench'
-    experiment.run()
-    arch = experiment.export_top_models(formatter='dict')[0]
-    experiment.stop()
+    arch, seconds, _, (ax, ay) = timed_search(create_space(args.space, **space_kwargs), strategy, data, batch, args.seed,
+                                              max_samples=args.max_samples, max_epochs=args.epochs,
+                                              schedule_epochs=args.schedule_epochs or args.epochs,
+                                              accelerator=args.accelerator)
     _, val_acc = evaluate(strategy.oneshot_module, make_loader(ax, ay, 256, train=False))
     params = sum(p.numel() for p in create_space(args.space, **space_kwargs).freeze(arch).parameters())
     start = args.size_start if args.space == 'size_variable' else 0
-    seconds = timer.seconds
     mean = lambda xs: sum(xs) / len(xs) if xs else float('nan')
     return {'method': args.worker, 'search_seconds': sum(seconds), 'epoch_seconds': mean(seconds),
             'epoch_seconds_before_size_phase': mean(seconds[:start]), 'epoch_seconds_after_size_phase': mean(seconds[start:]),
@@ -126,13 +103,9 @@ def main() -> None:
     date = datetime.date.today().isoformat()
     rows, details = [], []
     for method in args.methods:
-        command = [sys.executable, '-m', 'benchmarks.search_speed', *_without_methods(sys.argv[1:]), '--worker', method]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-        lines = [line for line in done.stdout.splitlines() if line.startswith('RESULT ')]
-        if done.returncode or not lines:
-            print(f'{method} failed:\n{done.stderr[-3000:]}', file=sys.stderr)
+        result = in_subprocess('benchmarks.search_speed', [*_without_methods(sys.argv[1:]), '--worker', method], method)
+        if result is None:
             continue
-        result = json.loads(lines[-1][len('RESULT '):])
         details.append(result)
         rows.append({'run_id': run_id, 'date': date, 'device': result['device'], 'dataset': args.dataset,
                      'space': args.space, 'method': method, 'epochs': args.epochs,
