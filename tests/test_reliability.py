@@ -72,8 +72,13 @@ def test_retrain_killed_then_resumed_ends_like_an_uninterrupted_run(reference, t
     assert run_cli([*command, '--output', str(straight)]) == 0
     kill_when(command, resumed, lambda: any((resumed / 'logs').glob('retrain/version_*/metrics.csv'))
               and len(pd.read_csv(next((resumed / 'logs').glob('retrain/version_*/metrics.csv'))).dropna(subset=['val_acc'])) >= 2)
+    seconds_at_kill = torch.load(resumed / 'checkpoints' / 'latest.ckpt', weights_only=False)['fit_seconds']
     assert run_cli([*command, '--resume', '--output', str(resumed)]) == 0
     a, b = (json.loads((d / 'retrain_metrics.json').read_text()) for d in (straight, resumed))
+    assert b['seconds'] > seconds_at_kill > 0                           # training time adds up over the resume
+    history = pd.read_csv(straight / 'retrain_history.csv')
+    chosen = history.sort_values(['val_acc', 'val_loss'], ascending=[False, True]).iloc[0]   # ties: lower loss
+    assert a['best_epoch'] == chosen['epoch'] and a['best_val_acc'] == pytest.approx(chosen['val_acc'])
     for key in ('test_acc', 'test_auc', 'best_epoch', 'best_val_acc', 'test_acc_max_over_epochs', 'params'):
         assert a[key] == pytest.approx(b[key], abs=1e-6), key
     wa, wb = (torch.load(d / 'model.pt', weights_only=True) for d in (straight, resumed))
