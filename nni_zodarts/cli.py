@@ -67,9 +67,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--width-search', action='store_true', help='also search per-stage width (x0.5/0.75/1)')
     p.add_argument('--param-budget', type=budget, default=None, help='N or L:U parameters')
     p.add_argument('--derive', choices=['argmax', 'sample'], default='argmax')
-    p.add_argument('--zo-mode', choices=['implicit', 'direct'], default='implicit')
-    p.add_argument('--normalization', choices=['sparsemax', 'softmax'], default='sparsemax')
-    p.add_argument('--mu', type=float, default=0.005)
+    p.add_argument('--zo-mode', choices=['implicit', 'direct'], default=None, help='ZO estimator (implicit)')
+    p.add_argument('--normalization', choices=['sparsemax', 'softmax'], default=None, help='(sparsemax)')
+    p.add_argument('--mu', type=float, default=None, help='ZO smoothing, relative to ||alpha|| (0.005)')
     p.add_argument('--devices', type=positive(int), default=1,
                    help='search on N processes/GPUs with DDP (--batch-size is per process)')
 
@@ -101,11 +101,13 @@ def _search_kwargs(args) -> dict:
     preset = dict(PRESETS[args.preset]['search'])
     if args.epochs:
         preset['epochs'] = args.epochs
-    zo = dict(param_budget=args.param_budget, zo_mode=args.zo_mode, normalization=args.normalization, mu=args.mu,
-              **{k: preset.pop(k) for k in ZO_SCHEDULE})
+    given = {k: v for k, v in dict(param_budget=args.param_budget, zo_mode=args.zo_mode,
+                                   normalization=args.normalization, mu=args.mu).items() if v is not None}
+    zo = {**given, **{k: preset.pop(k) for k in ZO_SCHEDULE}}       # unset flags: ZODartsPP's defaults
     if args.method == 'darts':
-        if args.param_budget is not None:
-            raise ValueError('--param-budget needs --method zodartspp (DARTS has no parameter budget)')
+        if given:
+            flag = '--' + next(iter(given)).replace('_', '-')
+            raise ValueError(f'{flag} needs --method zodartspp (NNI\'s DARTS has no such setting)')
         zo = {}
     return dict(dataset=args.dataset or 'breastmnist', data_root=args.data_root, image_size=args.image_size or 28,
                 space=args.space, width_search=args.width_search, batch_size=args.batch_size, seed=args.seed,

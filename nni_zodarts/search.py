@@ -25,7 +25,6 @@ class SearchRecorder(pl.Callback):
     probabilities in ``alpha_history.csv``; both rewritten atomically, so they survive a kill."""
 
     def __init__(self, output: Path, val_loader, resume: bool = False, on_row: Callable[[dict], None] | None = None):
-        # On a multi-process search, only the first process records (the others hold the same alpha and weights).
         self.output, self.val_loader, self.on_row = output, val_loader, on_row
         self.rows: list[dict] = []
         self.alpha_rows: list[dict] = []
@@ -47,7 +46,7 @@ class SearchRecorder(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         seconds = time.perf_counter() - self._start
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero:        # several processes: they hold the same alpha and weights; one records
             return
         val_loss, val_acc = evaluate(pl_module, self.val_loader)
         metrics = trainer.callback_metrics
@@ -107,8 +106,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
            space: str = 'size_variable', width_search: bool = False, epochs: int = 10,
            schedule_epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
            max_samples: int | None = None, accelerator: str = 'auto', devices: int = 1, derive: str = 'argmax',
-           quiet: bool = False, overwrite: bool = False, resume: bool = False, method: str = 'zodartspp', on_epoch: Callable[[dict], None] | None = None,
-           **strategy_kwargs: Any) -> dict[str, Any] | None:
+           quiet: bool = False, overwrite: bool = False, resume: bool = False, method: str = 'zodartspp',
+           on_epoch: Callable[[dict], None] | None = None, **strategy_kwargs: Any) -> dict[str, Any] | None:
     """Run one search and write ``architecture.json``, ``search_config.json``, the histories, plots,
     checkpoints and logs into ``output``. ``strategy_kwargs`` go to :class:`ZODartsPP` (``method='darts'``: NNI's
     first-order ``DARTS`` on the same space and data, the papers' baseline); ``on_epoch`` receives
@@ -141,7 +140,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     first = launched_rank() == 0
     output = prepare_output(output, SEARCH_RESULTS, overwrite=overwrite, resume=resume) if first else Path(output)
     if data.task == 'multi-label, binary-class':
-        raise DataError(f'{dataset} is multi-label, which nni-zodarts does not search yet: pick a single-label data set')
+        raise DataError(f'{dataset} is multi-label, which nni-zodarts does not search yet: '
+                        'pick a single-label data set')
     pl.seed_everything(seed, workers=True, verbose=False)
     batch_size = batch_size or max(1, PAPER_SEARCH_BATCH.get(dataset, 64) // devices)
     device = resolve_device(accelerator) if devices == 1 else None     # several GPUs: Lightning moves each batch
@@ -158,8 +158,9 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
                pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')]
     trainer = Trainer(max_epochs=epochs, accelerator=accelerator, devices=devices, logger=loggers,
                       strategy=ZODartsDDP() if devices > 1 else 'auto',
-                      callbacks=[recorder, RNGStateCheckpoint(), checkpoints], enable_progress_bar=not quiet, enable_model_summary=False,
-                      num_sanity_val_steps=0, limit_val_batches=0, deterministic=True, log_every_n_steps=1)
+                      callbacks=[recorder, RNGStateCheckpoint(), checkpoints], enable_progress_bar=not quiet,
+                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, deterministic=True,
+                      log_every_n_steps=1)
     without_nan_fill()
     last = output / 'checkpoints' / LATEST
     evaluator = Lightning(SearchModule(data.n_classes, schedule_epochs=schedule_epochs or epochs), trainer,
@@ -173,8 +174,9 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     experiment.stop()
     if not trainer.is_global_zero:
         return None
+    probs = strategy.oneshot_module.export_probs()
     if derive == 'sample':
-        arch = sample_architecture(strategy.oneshot_module.export_probs(), torch.Generator().manual_seed(seed))
+        arch = sample_architecture(probs, torch.Generator().manual_seed(seed))
 
     params = sum(p.numel() for p in create_space(space, **space_kwargs).freeze(arch).parameters())
     history = recorder.rows
@@ -189,8 +191,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
         'strategy': vars(strategy.config) if method == 'zodartspp' else strategy_kwargs,
     }
     write_json(output / 'architecture.json', arch)
-    write_json(output / 'probabilities.json', {label: list(map(list, dist.items()))      # [[choice, p], ...]: types kept
-                                               for label, dist in strategy.oneshot_module.export_probs().items()})
+    write_json(output / 'probabilities.json',            # [[choice, p], ...]: keeps the choices' types
+               {label: list(map(list, dist.items())) for label, dist in probs.items()})
     write_json(output / 'search_config.json', summary)
     plot_search(output)
     return {**summary, 'architecture': arch}

@@ -80,6 +80,7 @@ def test_search_on_another_medmnist_file(tmp_path):
     (['search', '--epochs', '0'], '--epochs'),
     (['search', '--devices', '0'], '--devices'),
     (['search', '--method', 'darts', '--param-budget', '100000'], '--param-budget needs --method zodartspp'),
+    (['search', '--method', 'darts', '--mu', '0.01'], '--mu needs --method zodartspp'),
     (['search', '--no-such-flag'], 'unrecognized'),
     (['retrain', '--arch', '{tmp}/missing.json'], 'not found'),
 ])

@@ -45,7 +45,7 @@ def test_implicit_estimate_matches_finite_difference_of_the_bilevel_objective():
     alpha = torch.randn(D, generator=g, dtype=torch.float64)
     F_ = lambda a: 0.5 * (B @ a + c).square().sum() + e @ a
     w = B @ alpha + c
-    mu, cosines = 1e-3, []
+    mu = 1e-3
     u = unit_directions(2000, D, generator=g, dtype=torch.float64)
     total = torch.zeros(D, dtype=torch.float64)
     for v in u:
