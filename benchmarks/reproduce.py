@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -66,7 +67,8 @@ def run_job(job: str, seed: int, args) -> dict:
     _same_settings(out, command)
     command += ['--resume'] if resume else []
     print(f'[{datetime.datetime.now():%H:%M:%S}] {args.dataset} {job} seed {seed}: nni-zodarts {" ".join(command)}', flush=True)
-    done = subprocess.run([sys.executable, '-m', 'nni_zodarts.cli', *command], cwd=ROOT)
+    env = {**os.environ, 'OMP_NUM_THREADS': str(torch.get_num_threads())}      # the run uses the threads recorded
+    done = subprocess.run([sys.executable, '-m', 'nni_zodarts.cli', *command], cwd=ROOT, env=env)
     if done.returncode:
         raise SystemExit(f'{args.dataset} {job} seed {seed} failed (exit {done.returncode}); rerun to resume it')
     metrics = json.loads((out / 'retrain' / 'retrain_metrics.json').read_text())
@@ -128,28 +130,32 @@ def done_rows(csv: Path) -> set[tuple]:
 
 
 def report(csv: Path) -> None:
-    """Mean ± std per data set and method (markdown, for docs/RESULTS.md) and a params-vs-accuracy plot each."""
+    """Mean ± std per data set and method (markdown, for docs/RESULTS.md), the issue's targets, and a
+    params-vs-accuracy plot per data set (every seed, and each method's mean ± std)."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     frame = pd.read_csv(csv, keep_default_na=False, dtype={'budget': str})
     frame['variant'] = frame.method + frame.budget.map(lambda b: f' ({b})' if b else '')
-    table = frame.groupby(['dataset', 'variant', 'retrain_epochs']).agg(
-        seeds=('seed', 'count'), test_acc=('test_acc', 'mean'), acc_std=('test_acc', 'std'),
-        test_auc=('test_auc', 'mean'), acc_max=('test_acc_max', 'mean'), params=('params', 'mean'),
-        search_s=('search_seconds', 'mean'), retrain_s=('retrain_seconds', 'mean')).reset_index()
+    table = summarise(frame)
     print('| data set | method | retrain epochs | seeds | test ACC (val-selected) | test AUC | ACC max over epochs '
           '| params | search s | retrain s | paper best ACC |\n|---|---|---|---|---|---|---|---|---|---|---|')
-    for r in table.itertuples():
-        std = 0.0 if pd.isna(r.acc_std) else r.acc_std
-        print(f'| {r.dataset} | {r.variant} | {r.retrain_epochs} | {r.seeds} | {r.test_acc:.3f} ± {std:.3f} '
+    for (dataset, epochs, variant), r in table.iterrows():
+        print(f'| {dataset} | {variant} | {epochs} | {r.seeds:.0f} | {r.test_acc:.3f} ± {r.acc_std:.3f} '
               f'| {r.test_auc:.3f} | {r.acc_max:.3f} | {r.params:,.0f} | {r.search_s:.0f} | {r.retrain_s:.0f} '
-              f'| {PAPER_BEST.get(r.dataset, float("nan")):.3f} |')
+              f'| {PAPER_BEST.get(dataset, float("nan")):.3f} |')
+    print()
+    for line in target_lines(table):
+        print(line)
     for dataset, rows in frame.groupby('dataset'):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for variant, group in rows.groupby('variant'):
-            ax.scatter(group.params, group.test_acc, label=variant)
+        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        for i, (variant, group) in enumerate(rows.groupby('variant')):
+            color = f'C{i}'
+            ax.scatter(group.params, group.test_acc, color=color, alpha=0.35, s=14)
+            ax.errorbar(group.params.mean(), group.test_acc.mean(), xerr=group.params.std() if len(group) > 1 else 0,
+                        yerr=group.test_acc.std() if len(group) > 1 else 0, fmt='o', color=color, capsize=3,
+                        label=f'{variant} (n={len(group)})')
         if dataset in PAPER_BEST:
             ax.axhline(PAPER_BEST[dataset], ls='--', c='grey', lw=1, label='best in the papers')
         ax.set(xscale='log', xlabel='parameters', ylabel='test ACC (val-selected)', title=dataset)
@@ -157,6 +163,39 @@ def report(csv: Path) -> None:
         fig.tight_layout()
         fig.savefig(csv.parent.parent / f'reproduction_{dataset}.png', dpi=120)     # docs/ for docs/results
         plt.close(fig)
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean (and ACC std) over seeds, indexed by ``(dataset, retrain_epochs, variant)``."""
+    return frame.groupby(['dataset', 'retrain_epochs', 'variant']).agg(
+        seeds=('seed', 'count'), test_acc=('test_acc', 'mean'), acc_std=('test_acc', 'std'),
+        test_auc=('test_auc', 'mean'), acc_max=('test_acc_max', 'mean'), params=('params', 'mean'),
+        search_s=('search_seconds', 'mean'), retrain_s=('retrain_seconds', 'mean')).fillna({'acc_std': 0.0})
+
+
+def target_lines(table: pd.DataFrame) -> list[str]:
+    """Issue 6's targets, from the mean rows: ZO-DARTS++ >= the papers' best ACC; a budget with >= 35% fewer
+    parameters than unconstrained loses <= 1 point of ACC."""
+    lines = []
+    for (dataset, epochs), rows in table.groupby(level=[0, 1]):
+        rows = rows.droplevel([0, 1])
+        if 'zodartspp' not in rows.index:
+            continue
+        free = rows.loc['zodartspp']
+        if dataset in PAPER_BEST:
+            gap = 100 * (free.test_acc - PAPER_BEST[dataset])
+            lines.append(f'- {dataset} ({epochs} retraining epochs, {free.seeds:.0f} seeds): ZO-DARTS++ {free.test_acc:.3f} '
+                         f'vs the papers\' best {PAPER_BEST[dataset]:.3f}: {gap:+.1f} points, '
+                         f'{"met" if gap >= 0 else "missed"}')
+        for budget in ('small', 'medium'):
+            if f'zodartspp ({budget})' in rows.index:
+                r = rows.loc[f'zodartspp ({budget})']
+                fewer, delta = 1 - r.params / free.params, 100 * (r.test_acc - free.test_acc)
+                size = f'{100 * fewer:.0f}% fewer' if fewer >= 0 else f'{-100 * fewer:.0f}% more'
+                verdict = 'met' if fewer >= 0.35 and round(delta, 6) >= -1 else ('missed' if fewer >= 0.35 else 'not >= 35% smaller')
+                lines.append(f'- {dataset} {budget} ({r.seeds:.0f} seeds): {size} parameters than unconstrained, '
+                             f'{delta:+.1f} points of ACC: {verdict}')
+    return lines
 
 
 def main() -> None:
@@ -168,6 +207,8 @@ def main() -> None:
     parser.add_argument('--retrain-epochs', type=int, default=300)
     parser.add_argument('--search-epochs', type=int, default=None, help="default: the paper's 40")
     parser.add_argument('--accelerator', default='auto')
+    parser.add_argument('--threads', type=int, default=None,
+                        help='CPU threads per run (default: all cores); two harnesses with --threads 1 share 2 cores')
     parser.add_argument('--preset', default='paper', choices=['paper', 'demo'], help='demo: quick checks only')
     parser.add_argument('--max-samples', type=int, default=None, help='cap every split (quick checks only)')
     parser.add_argument('--runs', type=Path, default=ROOT / 'runs' / 'reproduce')
@@ -180,6 +221,8 @@ def main() -> None:
     if quick and args.results == RESULTS and not args.report:
         parser.error('--preset demo, --max-samples and --search-epochs are for quick checks: pass --results elsewhere')
     csv = args.results / 'reproduction.csv'
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.report:
         return report(csv)
     for job in args.jobs:                       # job-major: the unconstrained seeds come before the budgets need them

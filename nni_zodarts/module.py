@@ -164,7 +164,7 @@ class ZODartsPPModule(DartsLightningModule):
         # 'direct' differences two float32 losses, so its step never shrinks below mu itself.
         mu = self.cfg.mu * (max(norm, 1.0) if self.cfg.zo_mode == 'direct' else norm)
         directions = unit_directions(self.cfg.num_directions, flat.numel(), generator=self._generator(step))
-        return broadcast_(directions.to(flat.device), self._world), mu
+        return broadcast_(directions.to(flat), self._world), mu    # alpha's dtype and device
 
     def _split(self, labels: list[str], vector: torch.Tensor) -> dict[str, torch.Tensor]:
         sizes = [self._alphas[lab].numel() for lab in labels]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.reproduce import COLUMNS, derive_budgets
+from benchmarks.reproduce import COLUMNS, derive_budgets, summarise, target_lines
 from nni_zodarts.retrain import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +42,18 @@ def test_every_method_appends_one_row_and_a_rerun_skips_it(tmp_path):
     args = argparse.Namespace(runs=tmp_path / 'runs', dataset='breastmnist', seeds=[0])
     budgets = derive_budgets(args, samples_per_run=50)
     assert budgets['small'][0] == 0 < budgets['small'][1] <= budgets['medium'][0] <= budgets['medium'][1]
+
+
+def test_targets_compare_the_means_with_the_papers_and_with_unconstrained():
+    rows = [('zodartspp', 200_000, [0.88, 0.89, 0.90]), ('zodartspp (small)', 120_000, [0.87, 0.88, 0.89]),
+            ('zodartspp (medium)', 150_000, [0.89, 0.89, 0.89])]
+    frame = pd.DataFrame([{'dataset': 'breastmnist', 'retrain_epochs': 300, 'variant': variant, 'seed': seed,
+                           'test_acc': acc, 'test_auc': 0.9, 'test_acc_max': 0.9, 'params': params,
+                           'search_seconds': 1.0, 'retrain_seconds': 1.0}
+                          for variant, params, accs in rows for seed, acc in enumerate(accs)])
+    lines = target_lines(summarise(frame))
+    assert lines[0].endswith('+0.5 points, met')                              # 0.890 vs 0.885
+    assert '40% fewer' in lines[1] and lines[1].endswith('-1.0 points of ACC: met')
+    assert '25% fewer' in lines[2] and lines[2].endswith('not >= 35% smaller')
+    frame.loc[frame.variant == 'zodartspp (small)', 'test_acc'] -= 0.02
+    assert target_lines(summarise(frame))[1].endswith('-3.0 points of ACC: missed')

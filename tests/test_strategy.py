@@ -5,7 +5,7 @@ from nni.nas.experiment import NasExperiment
 from torch.utils.data import DataLoader, TensorDataset
 
 from nni_zodarts import ZODartsPP
-from nni_zodarts.module import _clone_optimizer
+from nni_zodarts.module import ZODartsPPModule, _clone_optimizer
 from spaces import FixedSpace, InputSpace, TinySpace
 
 
@@ -106,3 +106,22 @@ def test_input_choice_space_is_searched():
 def test_space_without_choices_is_refused():
     with pytest.raises(ValueError, match='no choices'):
         ZODartsPP().mutate_model(FixedSpace())
+
+
+@pytest.mark.parametrize('scale', [0.0, 1.0])
+def test_perturbed_weights_differ_from_w_only_through_alpha(monkeypatch, scale):
+    """Eq. 5's ``W' - W`` must come from ``mu u`` alone: with the direction scaled to 0 the perturbed copy (its
+    functional forward, BN buffers, clipping and cloned optimizer) follows ``W`` bit for bit; with ``u`` it moves."""
+    gaps = []
+    step, perturb = ZODartsPPModule._architecture_step, ZODartsPPModule._perturbed
+
+    def recording_step(self, val_batch, batch_idx):
+        weights = self._names()[1]
+        gaps.extend(max(float((c.weights[n] - p).abs().max()) for n, p in weights.items()) for c in self._window.copies)
+        return step(self, val_batch, batch_idx)
+
+    monkeypatch.setattr(ZODartsPPModule, '_architecture_step', recording_step)
+    monkeypatch.setattr(ZODartsPPModule, '_perturbed', lambda self, labels, d: perturb(self, labels, d * scale))
+    search(ZODartsPP(arc_update_interval=4, size_search_start_epoch=1, mu=0.05, temperature_interval=1), epochs=2)
+    assert len(gaps) >= 4
+    assert (max(gaps) == 0) if scale == 0 else (min(gaps) > 0)
