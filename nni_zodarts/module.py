@@ -22,7 +22,7 @@ from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 from .budget import ParamPolynomial, hinge_penalty, warn_outside
 from .distributed import ZODartsDDP, average_, broadcast_, rank_spread
 from .sparsemax import TemperedSparsemax, temperature_at
-from .zo_estimator import direct_estimate, implicit_estimate, unit_directions
+from .zo_estimator import along, direct_estimate, implicit_slopes, unit_directions
 
 __all__ = ['ZOConfig', 'ZODartsPPModule']
 
@@ -251,8 +251,14 @@ class ZODartsPPModule(DartsLightningModule):
             grads = torch.autograd.grad(loss, list(alphas.values()) + list(weights.values()), allow_unused=True)
             grad_alpha = torch.cat([torch.zeros_like(a) if g is None else g for a, g in zip(alphas.values(), grads)])
             with torch.no_grad():
-                estimate = implicit_estimate(grad_alpha, grads[len(alphas):], list(weights.values()),
-                                             [[c.weights[n] for n in weights] for c in window.copies], directions, mu)
+                perturbed = [[c.weights[n] for n in weights] for c in window.copies]
+                first, implicit = implicit_slopes(grad_alpha, grads[len(alphas):], list(weights.values()), perturbed,
+                                                  directions, mu)
+                estimate = along(first + implicit, directions)
+                gap = max(float((wp - w).abs().max()) for ws in perturbed for wp, w in zip(ws, weights.values()))
+            # Diagnostics: the sizes of Eq. 5's two terms and how far W' moved from W (max |W' - W|).
+            self.log_dict({'zo_first_order': float(first.abs().mean()), 'zo_implicit': float(implicit.abs().mean()),
+                           'zo_weight_gap': gap})
         else:
             labels = self.active_labels()
             directions, mu = self._directions(labels, batch_idx)

@@ -17,6 +17,9 @@ from .strategy import ZODartsPP
 
 __all__ = ['search', 'SearchRecorder', 'sample_architecture', 'SEARCH_RESULTS']
 
+# The last architecture step's values, per epoch in search_history.csv (the zo_* ones in ZO-DARTS++'s implicit mode).
+ZO_METRICS = ('arch_loss', 'zo_mu', 'zo_first_order', 'zo_implicit', 'zo_weight_gap')
+
 SEARCH_RESULTS = ['architecture.json', 'search_history.csv', 'checkpoints']
 
 
@@ -52,7 +55,7 @@ class SearchRecorder(pl.Callback):
         metrics = trainer.callback_metrics
         row = {'epoch': trainer.current_epoch,
                **{k: sum(v) / len(v) for k, v in self._sums.items()},
-               'arch_loss': float(metrics['arch_loss']) if 'arch_loss' in metrics else float('nan'),
+               **{k: float(metrics[k]) if k in metrics else float('nan') for k in ZO_METRICS},
                'val_loss': val_loss, 'val_acc': val_acc, 'temperature': getattr(pl_module, 'temperature', float('nan')),
                'expected_params': (float(pl_module.expected_params()) if getattr(pl_module, 'polynomial', None)
                                    else float('nan')),
@@ -104,12 +107,12 @@ def resolve_device(accelerator: str) -> str | None:
 
 def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str | None = None, image_size: int = 28,
            space: str = 'size_variable', width_search: bool = False, epochs: int = 10,
-           schedule_epochs: int | None = None, batch_size: int | None = None, seed: int = 0,
+           schedule_epochs: int | None = None, batch_size: int | None = None, learning_rate: float = 0.1, seed: int = 0,
            max_samples: int | None = None, accelerator: str = 'auto', devices: int = 1, derive: str = 'argmax',
            quiet: bool = False, overwrite: bool = False, resume: bool = False, method: str = 'zodartspp',
            on_epoch: Callable[[dict], None] | None = None, **strategy_kwargs: Any) -> dict[str, Any] | None:
     """Run one search and write ``architecture.json``, ``search_config.json``, the histories, plots,
-    checkpoints and logs into ``output``. ``strategy_kwargs`` go to :class:`ZODartsPP` (``method='darts'``: NNI's
+    checkpoints and logs into ``output``. ``learning_rate`` is the weights' (spec §7: SGD 0.1, cosine); ``strategy_kwargs`` go to :class:`ZODartsPP` (``method='darts'``: NNI's
     first-order ``DARTS`` on the same space and data, the papers' baseline); ``on_epoch`` receives
     every ``search_history.csv`` row as it is written. Returns a summary.
 
@@ -130,6 +133,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
         raise ValueError(f'--epochs must be > 0, got {epochs}')
     if devices < 1:
         raise ValueError(f'--devices must be >= 1, got {devices}')
+    if learning_rate <= 0:
+        raise ValueError(f'the weight learning rate must be > 0, got {learning_rate}')
     if devices > 1 and method != 'zodartspp':
         raise ValueError("--devices > 1 needs --method zodartspp (NNI's DARTS module does not average across ranks)")
     if derive not in ('argmax', 'sample'):
@@ -163,7 +168,7 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
                       log_every_n_steps=1)
     without_nan_fill()
     last = output / 'checkpoints' / LATEST
-    evaluator = Lightning(SearchModule(data.n_classes, schedule_epochs=schedule_epochs or epochs), trainer,
+    evaluator = Lightning(SearchModule(data.n_classes, learning_rate, schedule_epochs=schedule_epochs or epochs), trainer,
                           train_dataloaders=make_loader(wx, wy, batch_size, train=True, device=device),
                           val_dataloaders=make_loader(ax, ay, batch_size, train=True, device=device),
                           fit_kwargs={'ckpt_path': str(last)} if resume and last.exists() else {})
@@ -182,7 +187,7 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     history = recorder.rows
     summary = {
         'dataset': dataset, 'space': space, 'space_kwargs': space_kwargs, 'image_size': image_size, 'seed': seed,
-        'epochs': epochs, 'batch_size': batch_size, 'devices': devices, 'global_batch_size': batch_size * devices,
+        'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate, 'devices': devices, 'global_batch_size': batch_size * devices,
         'derive': derive, 'params': params,
         'expected_params': history[-1]['expected_params'] if history else None,
         'method': method, 'param_budget': strategy.config.param_budget if method == 'zodartspp' else None,

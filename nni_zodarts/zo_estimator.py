@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ['unit_directions', 'direct_estimate', 'implicit_estimate']
+__all__ = ['unit_directions', 'along', 'direct_estimate', 'implicit_slopes', 'implicit_estimate']
 
 
 def unit_directions(num: int, dim: int, *, generator: torch.Generator | None = None,
@@ -25,18 +25,29 @@ def unit_directions(num: int, dim: int, *, generator: torch.Generator | None = N
     return (g / g.norm(dim=1, keepdim=True)).to(device)
 
 
+def along(slopes: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """``1/q sum_k slope_k u_k``: the estimate from one slope per direction (``[q]``, ``[q, d]``)."""
+    return (slopes[:, None] * directions).mean(0)
+
+
 def direct_estimate(f0: torch.Tensor, f_perturbed: torch.Tensor, directions: torch.Tensor, mu: float) -> torch.Tensor:
     """Two-point estimate from ``F(alpha)`` (scalar) and ``F(alpha + mu u_k)`` (``[q]``) along ``directions`` ``[q, d]``."""
-    slopes = (f_perturbed - f0) / mu
-    return (slopes[:, None] * directions).mean(0)
+    return along((f_perturbed - f0) / mu, directions)
+
+
+def implicit_slopes(grad_alpha: torch.Tensor, grad_w: Sequence[torch.Tensor], weights: Sequence[torch.Tensor],
+                    perturbed_weights: Sequence[Sequence[torch.Tensor]], directions: torch.Tensor,
+                    mu: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 5's two terms per direction (``[q]`` each): ``<grad_alpha L, u_k>`` and ``<(W'_k - W) / mu, grad_W L>``,
+    from one backward of ``L_val`` (``grad_alpha`` ``[d]``, ``grad_w``; ``None`` = unused) and ``q`` weight sets."""
+    implicit = [sum(((wp - w) * g).sum() for wp, w, g in zip(w_prime, weights, grad_w) if g is not None) / mu
+                for w_prime in perturbed_weights]
+    return directions @ grad_alpha, torch.stack([torch.as_tensor(t, dtype=grad_alpha.dtype) for t in implicit])
 
 
 def implicit_estimate(grad_alpha: torch.Tensor, grad_w: Sequence[torch.Tensor], weights: Sequence[torch.Tensor],
                       perturbed_weights: Sequence[Sequence[torch.Tensor]], directions: torch.Tensor,
                       mu: float) -> torch.Tensor:
-    """Eq. 5 from one backward of ``L_val`` (``grad_alpha`` ``[d]``, ``grad_w``; ``None`` = unused) and ``q`` perturbed weight sets."""
-    slopes = []
-    for u, w_prime in zip(directions, perturbed_weights):
-        jvp_term = sum(((wp - w) * g).sum() for wp, w, g in zip(w_prime, weights, grad_w) if g is not None) / mu
-        slopes.append(grad_alpha @ u + jvp_term)
-    return (torch.stack(slopes)[:, None] * directions).mean(0)
+    """Eq. 5: ``along`` the sum of :func:`implicit_slopes`."""
+    first, implicit = implicit_slopes(grad_alpha, grad_w, weights, perturbed_weights, directions, mu)
+    return along(first + implicit, directions)

@@ -32,8 +32,9 @@ def test_run_writes_well_formed_results(demo_run, capsys):
     history = pd.read_csv(search / 'search_history.csv')
     assert list(history['epoch']) == [0, 1]
     for column in ['train_loss', 'train_acc', 'arch_loss', 'val_loss', 'val_acc', 'temperature', 'expected_params',
-                   'seconds', 'search_seconds']:
+                   'seconds', 'search_seconds', 'zo_mu', 'zo_first_order', 'zo_implicit', 'zo_weight_gap']:
         assert history[column].notna().all(), column
+    assert (history['zo_weight_gap'] > 0).all() and (history['zo_mu'] > 0).all()     # W' moved away from W
     assert history['temperature'].tolist() == [1.5, 1.125]          # demo preset: decay every epoch
     alpha = pd.read_csv(search / 'alpha_history.csv')
     sums = alpha.groupby(['epoch', 'label'])['probability'].sum()
