@@ -1,5 +1,6 @@
 """Reproduce the papers' MedMNIST tables (spec §6, §9, §11): ZO-DARTS++ unconstrained and at the "small" and
-"medium" budgets, NNI DARTS on the same space, and ResNet-18 (28) with the same retraining recipe.
+"medium" budgets, NNI DARTS on the same space, and ResNet-18 (28) with the same retraining recipe; and, beyond the
+papers, ``random``: an architecture drawn uniformly from the size-variable space (the random-search baseline).
 
     python -m benchmarks.reproduce --dataset breastmnist --seeds 1 2 3
     python -m benchmarks.reproduce --dataset retinamnist --data-root ../shared/data/medmnist --seeds 1 2 3
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'docs' / 'results'
 COLUMNS = ['dataset', 'method', 'budget', 'seed', 'test_acc', 'test_auc', 'test_acc_max', 'params', 'search_seconds',
            'retrain_seconds', 'retrain_epochs', 'device', 'date']
-JOBS = ['zodartspp', 'darts', 'resnet18', 'zodartspp-small', 'zodartspp-medium']
+JOBS = ['zodartspp', 'darts', 'resnet18', 'zodartspp-small', 'zodartspp-medium', 'random']
 PAPER_BUDGETS = {   # spec §6: (lower, upper) parameters of "small" (size 1) and "medium" (size 2)
     'breastmnist': {'small': (0, 221_695), 'medium': (341_768, 506_492)},
     'pneumoniamnist': {'small': (0, 331_864), 'medium': (424_434, 617_720)},
@@ -39,17 +40,18 @@ PAPER_BEST = {'breastmnist': 0.885, 'pneumoniamnist': 0.946, 'retinamnist': 0.52
 
 
 def run_job(job: str, seed: int, args) -> dict:
-    """Search (unless ResNet-18) and retrain one job, resuming what a previous invocation left."""
+    """Search (unless ResNet-18 or random) and retrain one job, resuming what a previous invocation left."""
     method, _, budget = job.partition('-')
     out = args.runs / args.dataset / job / f'seed{seed}'
     common = ['--dataset', args.dataset, '--seed', str(seed), '--preset', args.preset, '--quiet', '--accelerator',
               args.accelerator, *(['--data-root', str(args.data_root)] if args.data_root else []),
               *(['--max-samples', str(args.max_samples)] if args.max_samples else [])]
-    if method == 'resnet18':
+    if method in ('resnet18', 'random'):         # no search: a fixed network, or one drawn from the space
         search_dir = out / 'search'
         search_dir.mkdir(parents=True, exist_ok=True)
-        (search_dir / 'architecture.json').write_text('{}')
-        (search_dir / 'search_config.json').write_text(json.dumps({'dataset': args.dataset, 'space': 'resnet18'}))
+        space, arch = ('resnet18', {}) if method == 'resnet18' else ('size_variable', random_architecture(seed))
+        (search_dir / 'architecture.json').write_text(json.dumps(arch))
+        (search_dir / 'search_config.json').write_text(json.dumps({'dataset': args.dataset, 'space': space}))
         command = ['retrain', '--arch', str(search_dir / 'architecture.json'), '--output', str(out / 'retrain'),
                    '--epochs', str(args.retrain_epochs), *common]
         resume = (out / 'retrain').exists()
@@ -79,6 +81,15 @@ def run_job(job: str, seed: int, args) -> dict:
             'search_seconds': searched.get('search_seconds') or 0.0, 'retrain_seconds': metrics['seconds'],
             'retrain_epochs': metrics['epochs'], 'device': f'{metrics["device"]} x{torch.get_num_threads()}',
             'date': datetime.date.today().isoformat()}
+
+
+def random_architecture(seed: int) -> dict:
+    """The random-search baseline: every label of the size-variable space drawn uniformly, with ``seed``."""
+    from nni_zodarts.search import sample_architecture
+    from search_spaces import create_space
+
+    uniform = {label: dict.fromkeys(choice.values, 1.0) for label, choice in create_space('size_variable').simplify().items()}
+    return sample_architecture(uniform, torch.Generator().manual_seed(seed))
 
 
 def _same_settings(out: Path, command: list[str]) -> None:

@@ -1,12 +1,13 @@
 """The reproduction harness end to end at toy size: every method, the CSV, resume-by-skipping, derived budgets."""
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.reproduce import COLUMNS, derive_budgets, summarise, target_lines
+from benchmarks.reproduce import COLUMNS, derive_budgets, random_architecture, summarise, target_lines
 from nni_zodarts.retrain import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,19 +23,22 @@ def _reproduce(tmp_path, *extra):
 
 
 def test_every_method_appends_one_row_and_a_rerun_skips_it(tmp_path):
-    _reproduce(tmp_path, '--jobs', 'zodartspp', 'darts', 'resnet18')
+    _reproduce(tmp_path, '--jobs', 'zodartspp', 'darts', 'resnet18', 'random')
     csv = tmp_path / 'results' / 'reproduction.csv'
     rows = pd.read_csv(csv, keep_default_na=False)
     assert list(rows.columns) == COLUMNS
-    assert rows['method'].tolist() == ['zodartspp', 'darts', 'resnet18'] and (rows['budget'] == '').all()
+    assert rows['method'].tolist() == ['zodartspp', 'darts', 'resnet18', 'random'] and (rows['budget'] == '').all()
     assert rows['test_acc'].between(0, 1).all() and rows['test_auc'].between(0, 1).all()
     assert (rows['retrain_epochs'] == 1).all() and (rows['search_seconds'][:2] > 0).all()
     resnet = build_model({}, 'resnet18', {'in_channels': 1, 'num_classes': 2})
     assert rows['params'].iloc[2] == sum(p.numel() for p in resnet.parameters())
+    drawn = json.loads((tmp_path / 'runs' / 'breastmnist' / 'random' / 'seed0' / 'search' / 'architecture.json').read_text())
+    assert drawn == random_architecture(0) != random_architecture(1)
+    assert rows['params'].iloc[3] == sum(p.numel() for p in build_model(drawn, 'size_variable', {}).parameters())
 
-    again = _reproduce(tmp_path, '--jobs', 'zodartspp', 'darts', 'resnet18')
+    again = _reproduce(tmp_path, '--jobs', 'zodartspp', 'darts', 'resnet18', 'random')
     assert 'nni-zodarts' not in again.stdout                    # nothing re-run
-    assert len(pd.read_csv(csv)) == 3
+    assert len(pd.read_csv(csv)) == 4
 
     _reproduce(tmp_path, '--report')
     assert (tmp_path / 'reproduction_breastmnist.png').read_bytes()[:4] == b'\x89PNG'
