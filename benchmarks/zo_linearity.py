@@ -45,7 +45,8 @@ def main() -> None:
                        learning_rate=args.lr, seed=seed, quiet=True, mu=mu, arc_update_interval=args.interval,
                        size_search_start_epoch=0)
                 first = pd.read_csv(Path(out) / 'search_history.csv').iloc[0]
-            rows.append({'dataset': args.dataset, 'seed': seed, 'lr': args.lr, 'interval': args.interval, 'mu_relative': mu, 'mu': first.zo_mu,
+            rows.append({'dataset': args.dataset, 'seed': seed, 'lr': args.lr, 'interval': args.interval,
+                         'mu_relative': mu, 'mu': first.zo_mu,
                          'first_order_term': first.zo_first_order, 'implicit_term': first.zo_implicit,
                          'max_weight_gap': first.zo_weight_gap, 'threads': torch.get_num_threads(),
                          'date': datetime.date.today().isoformat()})

@@ -112,9 +112,10 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
            quiet: bool = False, overwrite: bool = False, resume: bool = False, method: str = 'zodartspp',
            on_epoch: Callable[[dict], None] | None = None, **strategy_kwargs: Any) -> dict[str, Any] | None:
     """Run one search and write ``architecture.json``, ``search_config.json``, the histories, plots,
-    checkpoints and logs into ``output``. ``learning_rate`` is the weights' (spec §7: SGD 0.1, cosine); ``strategy_kwargs`` go to :class:`ZODartsPP` (``method='darts'``: NNI's
-    first-order ``DARTS`` on the same space and data, the papers' baseline); ``on_epoch`` receives
-    every ``search_history.csv`` row as it is written. Returns a summary.
+    checkpoints and logs into ``output``. ``learning_rate`` is the weights' (spec §7: SGD 0.1, cosine);
+    ``strategy_kwargs`` go to :class:`ZODartsPP` (``method='darts'``: NNI's first-order ``DARTS`` on the same space
+    and data, the papers' baseline); ``on_epoch`` receives every ``search_history.csv`` row as it is written.
+    Returns a summary.
 
     ``devices > 1`` runs one search on that many processes (GPUs, or CPU processes with gloo) through
     :class:`~nni_zodarts.ZODartsDDP`, each on its shard of every batch (``batch_size`` is per process); Lightning
