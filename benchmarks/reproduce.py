@@ -154,7 +154,8 @@ def report(csv: Path) -> None:
     print('| data set | method | retrain epochs | seeds | test ACC (val-selected) | test AUC | ACC max over epochs '
           '| params | search s | retrain s | paper best ACC |\n|---|---|---|---|---|---|---|---|---|---|---|')
     for (dataset, epochs, variant), r in table.iterrows():
-        print(f'| {dataset} | {variant} | {epochs} | {r.seeds:.0f} | {r.test_acc:.3f} ± {r.acc_std:.3f} '
+        spread = f' ± {r.acc_std:.3f}' if r.seeds > 1 else ''          # one seed has no spread
+        print(f'| {dataset} | {variant} | {epochs} | {r.seeds:.0f} | {r.test_acc:.3f}{spread} '
               f'| {r.test_auc:.3f} | {r.acc_max:.3f} | {r.params:,.0f} | {r.search_s:.0f} | {r.retrain_s:.0f} '
               f'| {PAPER_BEST.get(dataset, float("nan")):.3f} |')
     print()
