@@ -255,10 +255,11 @@ class ZODartsPPModule(DartsLightningModule):
                 first, implicit = implicit_slopes(grad_alpha, grads[len(alphas):], list(weights.values()), perturbed,
                                                   directions, mu)
                 estimate = along(first + implicit, directions)
-                gap = max(float((wp - w).abs().max()) for ws in perturbed for wp, w in zip(ws, weights.values()))
+                gap = torch.stack([(wp - w).abs().max() for ws in perturbed
+                                   for wp, w in zip(ws, weights.values())]).max()
             # Diagnostics: the sizes of Eq. 5's two terms and how far W' moved from W (max |W' - W|).
             self.log_dict({'zo_first_order': float(first.abs().mean()), 'zo_implicit': float(implicit.abs().mean()),
-                           'zo_weight_gap': gap})
+                           'zo_weight_gap': float(gap)})
         else:
             labels = self.active_labels()
             directions, mu = self._directions(labels, batch_idx)

@@ -188,7 +188,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     history = recorder.rows
     summary = {
         'dataset': dataset, 'space': space, 'space_kwargs': space_kwargs, 'image_size': image_size, 'seed': seed,
-        'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate, 'devices': devices, 'global_batch_size': batch_size * devices,
+        'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate, 'devices': devices,
+        'global_batch_size': batch_size * devices,
         'derive': derive, 'params': params,
         'expected_params': history[-1]['expected_params'] if history else None,
         'method': method, 'param_budget': strategy.config.param_budget if method == 'zodartspp' else None,
