@@ -15,9 +15,10 @@ one-hot architecture it is the parameter count of ``space.freeze(arch)``.
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
 from collections import defaultdict
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -134,12 +135,14 @@ class ParamPolynomial:
 
     def most_probable_within(self, probs: Mapping[str, torch.Tensor], lower: float, upper: float,
                              start: Mapping[str, object], *, num_samples: int = 4096,
-                             generator: torch.Generator | None = None) -> tuple[dict, int, bool]:
-        """The most probable architecture with ``lower <= params <= upper``.
+                             generator: torch.Generator | None = None,
+                             valid: Callable[[dict], bool] | None = None) -> tuple[dict, int, bool]:
+        """The most probable architecture with ``lower <= params <= upper`` (and ``valid``, if given).
 
         Candidates: ``start`` (the argmax), a greedy repair of it (the cheapest single changes, in
         log-probability per parameter, towards the window) and ``num_samples`` draws from the distributions
-        mixed 1:1 with uniform. Returns ``(arch, params, inside)``; with nothing inside, the closest candidate.
+        mixed 1:1 with uniform. Returns ``(arch, params, inside)``; with nothing inside, the closest candidate;
+        an invalid candidate only when every one is (then ``start``).
         """
         logp = [torch.log(torch.as_tensor(probs[lab], dtype=torch.float64).clamp_min(1e-12)) for lab in self.labels]
 
@@ -155,7 +158,10 @@ class ParamPolynomial:
         candidates = torch.cat([first, self._greedy_repair(first, logp, distance), torch.stack(draws, 1)])
         counts = self._counts(candidates)
         gap = distance(counts)
-        best = int(torch.argmax(log_prob(candidates) - gap * 1e12))   # inside the window first, then most probable
+        score = log_prob(candidates) - gap * 1e12                     # inside the window first, then most probable
+        if valid is not None:
+            score[torch.tensor([not valid(self._arch(c, start)) for c in candidates])] = -math.inf
+        best = int(torch.argmax(score)) if bool(torch.isfinite(score).any()) else 0
         return self._arch(candidates[best], start), int(round(float(counts[best]))), bool(gap[best] == 0)
 
     def _arch(self, indices: torch.Tensor, start: Mapping[str, object]) -> dict:

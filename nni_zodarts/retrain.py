@@ -24,7 +24,7 @@ class ArchitectureError(ValueError):
 
 def build_model(arch: dict[str, Any], space: str, space_kwargs: dict[str, Any]) -> torch.nn.Module:
     """Freeze ``arch`` (NNI's dict format) in a fresh space; cells keep BN running statistics for deployment."""
-    from search_spaces import create_space
+    from search_spaces import create_space, dead_cells
     model_space = create_space(space, track_running_stats=True, **space_kwargs)
     labels = model_space.simplify()
     unknown = sorted(set(arch) - set(labels))
@@ -35,6 +35,10 @@ def build_model(arch: dict[str, Any], space: str, space_kwargs: dict[str, Any]) 
     for label, mutable in labels.items():
         if arch[label] not in mutable.values:
             raise ArchitectureError(f'architecture value {arch[label]!r} of {label!r} is not one of {mutable.values}')
+    dead = dead_cells(arch)
+    if dead:
+        raise ArchitectureError(f'cell {dead[0]} has no input-to-output path without `none`, so the network would '
+                                'predict one constant: derive another architecture (--derive sample, another --seed)')
     return model_space.freeze(arch)
 
 

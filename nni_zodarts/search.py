@@ -89,13 +89,20 @@ def evaluate(pl_module, loader) -> tuple[float, float]:
     return loss / count, correct / count
 
 
-def sample_architecture(probs: dict[str, dict[Any, float]], generator: torch.Generator) -> dict[str, Any]:
-    """One architecture drawn label by label from the final probabilities (the authors' derivation, spec §8)."""
-    arch = {}
-    for label, dist in probs.items():
-        values, weights = list(dist), torch.tensor([max(float(w), 0.0) for w in dist.values()])
-        arch[label] = values[int(torch.multinomial(weights / weights.sum(), 1, generator=generator))]
-    return arch
+def sample_architecture(probs: dict[str, dict[Any, float]], generator: torch.Generator,
+                        tries: int = 1000) -> dict[str, Any]:
+    """One architecture drawn label by label from the final probabilities, drawn again while a cell's output is
+    unreachable (the authors' derivation and checkNone rule, spec §8)."""
+    from search_spaces import dead_cells
+
+    for _ in range(tries):
+        arch = {}
+        for label, dist in probs.items():
+            values, weights = list(dist), torch.tensor([max(float(w), 0.0) for w in dist.values()])
+            arch[label] = values[int(torch.multinomial(weights / weights.sum(), 1, generator=generator))]
+        if not dead_cells(arch):
+            return arch
+    raise ValueError(f'{tries} sampled architectures all have a cell whose every path is `none`')
 
 
 def resolve_device(accelerator: str) -> str | None:
@@ -124,7 +131,7 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     process group). The default batch size is the paper's divided by ``devices``, so the global batch stays."""
     from nni.nas.evaluator.pytorch import Lightning, Trainer
     from nni.nas.experiment import NasExperiment
-    from search_spaces import create_space
+    from search_spaces import create_space, most_probable_alive
 
     from .nni_workarounds import check_filelock
     from .plots import plot_search
@@ -183,6 +190,7 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     probs = strategy.oneshot_module.export_probs()
     if derive == 'sample':
         arch = sample_architecture(probs, torch.Generator().manual_seed(seed))
+    arch = most_probable_alive(arch, probs)                  # ZODartsPP's export already is; NNI's DARTS may not be
 
     params = sum(p.numel() for p in create_space(space, **space_kwargs).freeze(arch).parameters())
     history = recorder.rows

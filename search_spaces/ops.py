@@ -5,6 +5,8 @@ slicing, ``space.freeze`` builds the plain layer); otherwise it is the plain ``t
 """
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Callable
 
 import nni
@@ -15,6 +17,41 @@ from nni.mutable import Mutable
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d, MutableLinear
 
 EDGES = [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]      # (to, from), NAS-Bench-201 order (spec §2)
+
+
+def dead_cells(arch: dict) -> list[str]:
+    """Cell prefixes (e.g. ``s1``) in ``arch`` whose output node no path of non-``none`` edges reaches from the
+    input. Such a cell outputs zeros, so the network predicts one constant: the authors' ``checkNone`` rejects
+    these architectures and samples again (spec §8)."""
+    ops = {}
+    for label, value in arch.items():
+        prefix, _, edge = label.rpartition('_e')
+        if prefix and len(edge) == 2 and edge.isdigit():
+            ops.setdefault(prefix, {})[(int(edge[0]), int(edge[1]))] = value
+    dead = []
+    for prefix, edges in ops.items():
+        reached = {0}
+        for i, j in EDGES:                                   # EDGES lists every node's inputs before the node's outputs
+            if j in reached and edges.get((i, j), 'none') != 'none':
+                reached.add(i)
+        if 3 not in reached:
+            dead.append(prefix)
+    return dead
+
+
+def most_probable_alive(arch: dict, probs: dict[str, dict]) -> dict:
+    """``arch`` with every dead cell mended the most probable way: of the cell's ``none`` edges, the set whose
+    switch to their most probable other operation makes the output reachable at the least loss of probability
+    (``probs``: ``{label: {value: p}}``, as ``export_probs``). The argmax form of the authors' checkNone."""
+    arch = dict(arch)
+    for prefix in dead_cells(arch):
+        nones = [lab for lab in (f'{prefix}_e{i}{j}' for i, j in EDGES) if arch.get(lab) == 'none']
+        other = {lab: max((v for v in probs[lab] if v != 'none'), key=probs[lab].get) for lab in nones}
+        cost = {lab: math.log(max(probs[lab]['none'], 1e-12) / max(probs[lab][other[lab]], 1e-12)) for lab in nones}
+        switches = (s for r in range(1, len(nones) + 1) for s in itertools.combinations(nones, r))
+        alive = (s for s in switches if prefix not in dead_cells({**arch, **{lab: other[lab] for lab in s}}))
+        arch.update({lab: other[lab] for lab in min(alive, key=lambda s: sum(cost[lab] for lab in s))})
+    return arch
 
 
 def _mutable(*args) -> bool:

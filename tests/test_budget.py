@@ -6,7 +6,7 @@ import torch
 
 from nni_zodarts import ZODartsPP
 from nni_zodarts.budget import hinge_penalty, parse_budget
-from search_spaces import NB201Space, SizeVariableSpace
+from search_spaces import NB201Space, SizeVariableSpace, dead_cells
 from spaces import TinySpace
 
 
@@ -99,3 +99,17 @@ def test_most_probable_within_window():
     assert poly.smallest() < 300_000
     _, _, possible = poly.most_probable_within(probs, 0, poly.smallest() - 1, start)
     assert not possible
+
+
+def test_most_probable_within_keeps_every_cell_alive_when_asked():
+    poly = mutated(SizeVariableSpace()).polynomial
+    probs = {lab: torch.full((len(c),), 1 / len(c), dtype=torch.float64) for lab, c in poly.choices.items()}
+    for lab, choices in poly.choices.items():
+        if 'none' in choices:                                  # every edge prefers `none`: the cheapest, but dead
+            probs[lab] = torch.tensor([0.6 if c == 'none' else 0.1 for c in choices], dtype=torch.float64)
+    start = {lab: 'none' if 'none' in c else c[0] for lab, c in poly.choices.items()}
+    unchecked, _, _ = poly.most_probable_within(probs, 0, 300_000, start, generator=torch.Generator().manual_seed(0))
+    assert dead_cells(unchecked)
+    arch, params, inside = poly.most_probable_within(probs, 0, 300_000, start, generator=torch.Generator().manual_seed(0),
+                                                     valid=lambda a: not dead_cells(a))
+    assert inside and params <= 300_000 and dead_cells(arch) == []

@@ -108,6 +108,7 @@ def test_nan_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path, monkey
     (['search', '--data-root', '{corrupt}'], 'cannot read'),
     (['retrain', '--arch', '{badarch}'], "unknown key 'conv9'"),
     (['retrain', '--arch', '{badvalue}'], "'s0_depth'"),
+    (['retrain', '--arch', '{dead}'], 'cell s2 has no input-to-output path'),
     (['retrain', '--arch', '{reference}/architecture.json', '--dataset', 'retinamnist', '--data-root', '{shared}'],
      'channels'),
 ])
@@ -118,10 +119,12 @@ def test_bad_input_table(args, message, reference, tmp_path, capsys):
     arch = json.loads((reference / 'architecture.json').read_text())
     (tmp_path / 'badarch.json').write_text(json.dumps({**arch, 'conv9': 1}))
     (tmp_path / 'badvalue.json').write_text(json.dumps({**arch, 's0_depth': 7}))
+    (tmp_path / 'dead.json').write_text(json.dumps({**arch, **{f's2_e3{j}': 'none' for j in range(3)}}))
     shared = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'medmnist'
     if '{shared}' in args and not (shared / 'retinamnist.npz').exists():
         pytest.skip('shared MedMNIST files not beside the checkout')
     fill = dict(corrupt=corrupt, badarch=tmp_path / 'badarch.json', badvalue=tmp_path / 'badvalue.json',
+                dead=tmp_path / 'dead.json',
                 reference=reference, shared=shared)
     out = tmp_path / 'out'
     code = run_cli([a.format(**fill) for a in args] + ['--output', str(out), *QUICK])

@@ -1,0 +1,73 @@
+"""The dead-cell rule (the authors' checkNone, spec §8) against the networks themselves."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from nni_zodarts.retrain import ArchitectureError, build_model
+from nni_zodarts.search import sample_architecture
+from search_spaces import create_space, dead_cells, most_probable_alive
+
+
+def _uniform(space='size_variable', none=1.0):
+    labels = create_space(space).simplify()
+    return {label: {v: (none if v == 'none' else 1.0) for v in choice.values} for label, choice in labels.items()}
+
+
+def _ignores_its_input(arch, space) -> bool:
+    """No gradient reaches the images: exactly zero, not merely small (a deep untrained net contracts its inputs)."""
+    model = create_space(space, track_running_stats=True).freeze(arch).eval()
+    images = torch.randn(2, 1, 28, 28, requires_grad=True)
+    model(images).sum().backward()
+    return images.grad is None or not images.grad.any()
+
+
+@pytest.mark.parametrize('space', ['size_variable', 'nb201'])
+def test_dead_cells_are_exactly_the_architectures_that_ignore_their_input(space):
+    generator, outcomes = torch.Generator().manual_seed(0), []
+    probs = _uniform(space, none=3.0)                        # many `none` edges, so both kinds occur
+    for _ in range(12):
+        arch = {label: list(dist)[int(torch.multinomial(torch.tensor(list(dist.values())), 1, generator=generator))]
+                for label, dist in probs.items()}
+        dead = bool(dead_cells(arch))
+        assert dead == _ignores_its_input(arch, space), arch
+        outcomes.append(dead)
+    assert any(outcomes) and not all(outcomes)
+
+
+def test_a_path_through_an_intermediate_node_keeps_the_cell_alive():
+    alive = {'cell_e10': 'skip_connect', 'cell_e20': 'none', 'cell_e21': 'nor_conv_1x1',
+             'cell_e30': 'none', 'cell_e31': 'none', 'cell_e32': 'avg_pool_3x3'}
+    assert dead_cells(alive) == []
+    assert dead_cells({**alive, 'cell_e10': 'none'}) == ['cell']
+
+
+def test_sampling_draws_again_until_every_cell_is_alive_and_retrain_refuses_a_dead_one():
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_architecture(_uniform(none=20.0), generator) for _ in range(5)]
+    assert all(dead_cells(arch) == [] for arch in draws)
+    with pytest.raises(ValueError, match='every path'):
+        sample_architecture(_uniform(none=1e9), generator, tries=3)
+    dead = {**draws[0], 's1_e30': 'none', 's1_e31': 'none', 's1_e32': 'none'}
+    with pytest.raises(ArchitectureError, match='cell s1 has no input-to-output path'):
+        build_model(dead, 'size_variable', {})
+
+
+def test_mending_a_dead_cell_gives_its_most_probable_live_form():
+    ops = ['none', 'skip_connect', 'nor_conv_1x1', 'nor_conv_3x3', 'avg_pool_3x3']
+    labels = [f'cell_e{i}{j}' for i, j in [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]]
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        probs = {}
+        for lab in labels:                                   # `none` first, the rest random below it
+            rest = torch.rand(4, generator=generator)
+            probs[lab] = dict(zip(ops, [1.0, *(rest / rest.sum() * 0.9).tolist()]))
+        argmax = {lab: 'none' for lab in labels}
+        mended = most_probable_alive(argmax, probs)
+        live = [dict(zip(labels, c)) for c in itertools.product(ops, repeat=6)]
+        live = [a for a in live if not dead_cells(a)]
+        best = max(live, key=lambda a: sum(math.log(probs[lab][a[lab]]) for lab in labels))
+        assert mended == best
+    alive = {**argmax, 'cell_e30': 'skip_connect'}
+    assert most_probable_alive(alive, probs) == alive
