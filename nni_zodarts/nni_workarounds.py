@@ -23,6 +23,10 @@ def quiet_nni_warnings() -> None:
     warnings.filterwarnings('ignore', message=r'.*training_service.* will be ignored')
     warnings.filterwarnings('ignore', message=r'.*please try to wrap PyTorch DataLoader with nni.trace')
     warnings.filterwarnings('ignore', message=r'.*does not have many workers')
+    # Only with --resume or --overwrite (prepare_output refuses a used folder otherwise) the checkpoint folder
+    # holds checkpoints already; on resume Lightning ends the restored epoch before any metric exists.
+    warnings.filterwarnings('ignore', message=r'Checkpoint directory .* exists and is not empty')
+    warnings.filterwarnings('ignore', message=r"`ModelCheckpoint\(monitor='val_select'\)` could not find the monitored key")
     # NNI logs this once per config validation (a dozen times a run) for every one-shot experiment.
     logging.getLogger('nni.nas.experiment.config.experiment').addFilter(
         lambda record: 'will be ignored for sequential' not in record.getMessage())
