@@ -30,9 +30,11 @@ def dead_cells(arch: dict) -> list[str]:
             ops.setdefault(prefix, {})[(int(edge[0]), int(edge[1]))] = value
     dead = []
     for prefix, edges in ops.items():
+        if set(edges) != set(EDGES):                          # labels that only look like a cell's
+            continue
         reached = {0}
         for i, j in EDGES:                                   # EDGES lists every node's inputs before the node's outputs
-            if j in reached and edges.get((i, j), 'none') != 'none':
+            if j in reached and edges[i, j] != 'none':
                 reached.add(i)
         if 3 not in reached:
             dead.append(prefix)

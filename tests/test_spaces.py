@@ -41,6 +41,7 @@ def test_a_path_through_an_intermediate_node_keeps_the_cell_alive():
              'cell_e30': 'none', 'cell_e31': 'none', 'cell_e32': 'avg_pool_3x3'}
     assert dead_cells(alive) == []
     assert dead_cells({**alive, 'cell_e10': 'none'}) == ['cell']
+    assert dead_cells({'block_e10': 'none', 'block_e21': 'none'}) == []     # not a six-edge cell
 
 
 def test_sampling_draws_again_until_every_cell_is_alive_and_retrain_refuses_a_dead_one():
