@@ -86,7 +86,7 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
                            warmup_epochs=warmup_epochs)
     best = pl.callbacks.ModelCheckpoint(dirpath=output / 'checkpoints', monitor='val_select', mode='max',
                                         filename='best', enable_version_counter=False)
-    latest = latest_checkpoint(output / 'checkpoints', after_validation=True)
+    latest = latest_checkpoint(output / 'checkpoints')
     trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1,
                          callbacks=[RNGStateCheckpoint(), best, latest],
                          logger=[pl.loggers.CSVLogger(output / 'logs', name='retrain'),
