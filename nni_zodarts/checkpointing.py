@@ -34,11 +34,12 @@ class RNGStateCheckpoint(pl.Callback):
             torch.cuda.set_rng_state_all(state['cuda'])
 
 
-def latest_checkpoint(directory, *, after_validation: bool = False) -> pl.callbacks.ModelCheckpoint:
-    """``directory/latest.ckpt``, rewritten every epoch (Lightning 2.6 writes ``save_last`` only beside a top-k
-    save, so this is a top-1 checkpoint without a monitor). ``after_validation``: save once validation has run."""
+def latest_checkpoint(directory) -> pl.callbacks.ModelCheckpoint:
+    """``directory/latest.ckpt``, rewritten at the end of every training epoch, after its validation (Lightning
+    2.6 writes ``save_last`` only beside a top-k save, so this is a top-1 checkpoint without a monitor); search
+    and retraining resume from the same point of an epoch."""
     return pl.callbacks.ModelCheckpoint(dirpath=directory, filename=LATEST[:-5], save_top_k=1,
-                                        save_on_train_epoch_end=not after_validation, enable_version_counter=False)
+                                        save_on_train_epoch_end=True, enable_version_counter=False)
 
 
 def without_nan_fill() -> None:
