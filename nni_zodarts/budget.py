@@ -161,7 +161,7 @@ class ParamPolynomial:
         score = log_prob(candidates) - gap * 1e12                     # inside the window first, then most probable
         if valid is not None:
             score[torch.tensor([not valid(self._arch(c, start)) for c in candidates])] = -math.inf
-        best = int(torch.argmax(score)) if bool(torch.isfinite(score).any()) else 0
+        best = int(torch.argmax(score))                              # all -inf: the first, ``start``
         return self._arch(candidates[best], start), int(round(float(counts[best]))), bool(gap[best] == 0)
 
     def _arch(self, indices: torch.Tensor, start: Mapping[str, object]) -> dict:

@@ -190,7 +190,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     probs = strategy.oneshot_module.export_probs()
     if derive == 'sample':
         arch = sample_architecture(probs, torch.Generator().manual_seed(seed))
-    arch = most_probable_alive(arch, probs)                  # ZODartsPP's export already is; NNI's DARTS may not be
+    else:
+        arch = most_probable_alive(arch, probs)              # ZODartsPP's export already is; NNI's DARTS may not be
 
     params = sum(p.numel() for p in create_space(space, **space_kwargs).freeze(arch).parameters())
     history = recorder.rows
