@@ -50,7 +50,7 @@ def worker(args) -> dict:
     import nni_zodarts  # noqa: F401  (quiet NNI)
     from nni_zodarts.data import PAPER_SEARCH_BATCH, load_medmnist, make_loader
     from nni_zodarts.search import evaluate
-    from search_spaces import create_space
+    from search_spaces import create_space, prune_dead_edges
 
     torch.set_num_threads(args.threads)
     pl.seed_everything(args.seed, verbose=False)
@@ -63,7 +63,8 @@ def worker(args) -> dict:
                                               schedule_epochs=args.schedule_epochs or args.epochs,
                                               accelerator=args.accelerator)
     _, val_acc = evaluate(strategy.oneshot_module, make_loader(ax, ay, 256, train=False))
-    params = sum(p.numel() for p in create_space(args.space, **space_kwargs).freeze(arch).parameters())
+    frozen = create_space(args.space, **space_kwargs).freeze(prune_dead_edges(arch))
+    params = sum(p.numel() for p in frozen.parameters())
     start = args.size_start if args.space == 'size_variable' else 0
     mean = lambda xs: sum(xs) / len(xs) if xs else float('nan')
     return {'method': args.worker, 'search_seconds': sum(seconds), 'epoch_seconds': mean(seconds),

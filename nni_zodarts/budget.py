@@ -136,13 +136,15 @@ class ParamPolynomial:
     def most_probable_within(self, probs: Mapping[str, torch.Tensor], lower: float, upper: float,
                              start: Mapping[str, object], *, num_samples: int = 4096,
                              generator: torch.Generator | None = None,
-                             valid: Callable[[dict], bool] | None = None) -> tuple[dict, int, bool]:
-        """The most probable architecture with ``lower <= params <= upper`` (and ``valid``, if given).
+                             simplify: Callable[[dict], dict | None] | None = None) -> tuple[dict, int, bool]:
+        """The most probable architecture with ``lower <= params <= upper``.
 
         Candidates: ``start`` (the argmax), a greedy repair of it (the cheapest single changes, in
         log-probability per parameter, towards the window) and ``num_samples`` draws from the distributions
-        mixed 1:1 with uniform. Returns ``(arch, params, inside)``; with nothing inside, the closest candidate;
-        an invalid candidate only when every one is (then ``start``).
+        mixed 1:1 with uniform. ``simplify`` maps a candidate to the network it stands for (counted and
+        returned; the candidate's own probability ranks it), or to ``None`` if it is unusable. Returns
+        ``(arch, params, inside)``; with nothing inside, the closest candidate; an unusable candidate only
+        when every one is (then ``start``).
         """
         logp = [torch.log(torch.as_tensor(probs[lab], dtype=torch.float64).clamp_min(1e-12)) for lab in self.labels]
 
@@ -156,13 +158,18 @@ class ParamPolynomial:
         draws = [torch.multinomial(0.5 * lp.exp() + 0.5 / len(lp), num_samples, replacement=True, generator=generator)
                  for lp in logp]
         candidates = torch.cat([first, self._greedy_repair(first, logp, distance), torch.stack(draws, 1)])
-        counts = self._counts(candidates)
+        archs = [self._arch(c, start) for c in candidates]
+        usable = torch.ones(len(archs), dtype=torch.bool)
+        if simplify is not None:
+            archs = [simplify(a) for a in archs]
+            usable = torch.tensor([a is not None for a in archs])
+            archs = [a if a is not None else start for a in archs]
+        counts = self._counts(torch.stack([self._indices(a) for a in archs]))
         gap = distance(counts)
         score = log_prob(candidates) - gap * 1e12                     # inside the window first, then most probable
-        if valid is not None:
-            score[torch.tensor([not valid(self._arch(c, start)) for c in candidates])] = -math.inf
+        score[~usable] = -math.inf
         best = int(torch.argmax(score))                              # all -inf: the first, ``start``
-        return self._arch(candidates[best], start), int(round(float(counts[best]))), bool(gap[best] == 0)
+        return archs[best], int(round(float(counts[best]))), bool(gap[best] == 0)
 
     def _arch(self, indices: torch.Tensor, start: Mapping[str, object]) -> dict:
         return {**start, **{lab: self.choices[lab][int(i)] for lab, i in zip(self.labels, indices)}}

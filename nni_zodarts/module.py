@@ -321,11 +321,11 @@ class ZODartsPPModule(DartsLightningModule):
         return torch.optim.Adam(self.arch_parameters(), self.arc_learning_rate, betas=(0.5, 0.999), weight_decay=1e-3)
 
     def export(self) -> dict[str, Any]:
-        """DARTS's argmax with every cell's output reachable (the authors' checkNone, spec §8); with a
-        ``param_budget``, the most probable such architecture inside it (spec §6)."""
-        from search_spaces.ops import dead_cells, most_probable_alive
+        """DARTS's argmax with every cell's output reachable and its dead edges pruned (the authors' checkNone,
+        spec §8); with a ``param_budget``, the most probable such architecture inside it (spec §6)."""
+        from search_spaces.ops import dead_cells, most_probable_alive, prune_dead_edges
 
-        arch = most_probable_alive(super().export(), self.export_probs())
+        arch = prune_dead_edges(most_probable_alive(super().export(), self.export_probs()))
         if self.cfg.param_budget is None or self.polynomial is None:
             return arch
         lower, upper = self.cfg.param_budget
@@ -333,9 +333,9 @@ class ZODartsPPModule(DartsLightningModule):
             return arch
         with torch.no_grad():
             probs = {lab: p.detach().cpu() for lab, p in self.probabilities().items()}
-        arch, params, inside = self.polynomial.most_probable_within(probs, lower, upper, arch,
-                                                                    generator=torch.Generator().manual_seed(0),
-                                                                    valid=lambda a: not dead_cells(a))
+        arch, params, inside = self.polynomial.most_probable_within(
+            probs, lower, upper, arch, generator=torch.Generator().manual_seed(0),
+            simplify=lambda a: None if dead_cells(a) else prune_dead_edges(a))
         if not inside:
             warn_outside(params, lower, upper)
         return arch

@@ -23,8 +23,9 @@ class ArchitectureError(ValueError):
 
 
 def build_model(arch: dict[str, Any], space: str, space_kwargs: dict[str, Any]) -> torch.nn.Module:
-    """Freeze ``arch`` (NNI's dict format) in a fresh space; cells keep BN running statistics for deployment."""
-    from search_spaces import create_space, dead_cells
+    """Freeze ``arch`` (NNI's dict format) in a fresh space with its dead edges pruned (the same function with
+    fewer weights, spec §8); cells keep BN running statistics for deployment."""
+    from search_spaces import create_space, dead_cells, prune_dead_edges
     model_space = create_space(space, track_running_stats=True, **space_kwargs)
     labels = model_space.simplify()
     unknown = sorted(set(arch) - set(labels))
@@ -39,7 +40,7 @@ def build_model(arch: dict[str, Any], space: str, space_kwargs: dict[str, Any]) 
     if dead:
         raise ArchitectureError(f'cell {dead[0]} has no input-to-output path without `none`, so the network would '
                                 'predict one constant: derive another architecture (--derive sample, another --seed)')
-    return model_space.freeze(arch)
+    return model_space.freeze(prune_dead_edges(arch))
 
 
 def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = None, data_root: str | None = None,

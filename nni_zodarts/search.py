@@ -92,8 +92,8 @@ def evaluate(pl_module, loader) -> tuple[float, float]:
 def sample_architecture(probs: dict[str, dict[Any, float]], generator: torch.Generator,
                         tries: int = 1000) -> dict[str, Any]:
     """One architecture drawn label by label from the final probabilities, drawn again while a cell's output is
-    unreachable (the authors' derivation and checkNone rule, spec §8)."""
-    from search_spaces import dead_cells
+    unreachable, with its dead edges pruned (the authors' derivation and checkNone rule, spec §8)."""
+    from search_spaces import dead_cells, prune_dead_edges
 
     for _ in range(tries):
         arch = {}
@@ -101,7 +101,7 @@ def sample_architecture(probs: dict[str, dict[Any, float]], generator: torch.Gen
             values, weights = list(dist), torch.tensor([max(float(w), 0.0) for w in dist.values()])
             arch[label] = values[int(torch.multinomial(weights / weights.sum(), 1, generator=generator))]
         if not dead_cells(arch):
-            return arch
+            return prune_dead_edges(arch)
     raise ValueError(f'{tries} sampled architectures all have a cell whose every path is `none`')
 
 
@@ -131,7 +131,7 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     process group). The default batch size is the paper's divided by ``devices``, so the global batch stays."""
     from nni.nas.evaluator.pytorch import Lightning, Trainer
     from nni.nas.experiment import NasExperiment
-    from search_spaces import create_space, most_probable_alive
+    from search_spaces import create_space, most_probable_alive, prune_dead_edges
 
     from .nni_workarounds import check_filelock
     from .plots import plot_search
@@ -191,7 +191,7 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     if derive == 'sample':
         arch = sample_architecture(probs, torch.Generator().manual_seed(seed))
     else:
-        arch = most_probable_alive(arch, probs)              # ZODartsPP's export already is; NNI's DARTS may not be
+        arch = prune_dead_edges(most_probable_alive(arch, probs))    # ZODartsPP's export already is; NNI's DARTS not
 
     params = sum(p.numel() for p in create_space(space, **space_kwargs).freeze(arch).parameters())
     history = recorder.rows

@@ -7,13 +7,14 @@ from nni_zodarts.nni_workarounds import quiet_nni_warnings
 quiet_nni_warnings()
 
 from .nb201 import NB201Space  # noqa: E402
-from .ops import dead_cells, most_probable_alive  # noqa: E402
+from .ops import dead_cells, most_probable_alive, prune_dead_edges  # noqa: E402
 from .resnet import ResNet18Space  # noqa: E402
 from .size_variable import SizeVariableSpace  # noqa: E402
 
 SPACES = {'size_variable': SizeVariableSpace, 'nb201': NB201Space, 'resnet18': ResNet18Space}
 
-__all__ = ['SPACES', 'create_space', 'dead_cells', 'most_probable_alive', 'NB201Space', 'ResNet18Space', 'SizeVariableSpace']
+__all__ = ['SPACES', 'create_space', 'dead_cells', 'most_probable_alive', 'prune_dead_edges', 'NB201Space',
+           'ResNet18Space', 'SizeVariableSpace']
 
 
 def create_space(name: str, **kwargs):

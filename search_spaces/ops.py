@@ -19,26 +19,47 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, Muta
 EDGES = [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]      # (to, from), NAS-Bench-201 order (spec §2)
 
 
+def _cells(arch: dict) -> dict[str, dict[tuple[int, int], str]]:
+    """``{prefix: {(to, from): op}}`` for every complete six-edge cell (``{prefix}_e{to}{from}`` labels) in ``arch``."""
+    cells: dict = {}
+    for label, value in arch.items():
+        prefix, _, edge = label.rpartition('_e')
+        if prefix and len(edge) == 2 and edge.isdigit():
+            cells.setdefault(prefix, {})[(int(edge[0]), int(edge[1]))] = value
+    return {prefix: edges for prefix, edges in cells.items() if set(edges) == set(EDGES)}
+
+
+def _reached(edges: dict[tuple[int, int], str]) -> set[int]:
+    """Nodes a path of non-``none`` edges reaches from the input node 0."""
+    reached = {0}
+    for i, j in EDGES:                                   # EDGES lists every node's inputs before the node's outputs
+        if j in reached and edges[i, j] != 'none':
+            reached.add(i)
+    return reached
+
+
 def dead_cells(arch: dict) -> list[str]:
     """Cell prefixes (e.g. ``s1``) in ``arch`` whose output node no path of non-``none`` edges reaches from the
     input. Such a cell outputs zeros, so the network predicts one constant: the authors' ``checkNone`` rejects
     these architectures and samples again (spec §8)."""
-    ops = {}
-    for label, value in arch.items():
-        prefix, _, edge = label.rpartition('_e')
-        if prefix and len(edge) == 2 and edge.isdigit():
-            ops.setdefault(prefix, {})[(int(edge[0]), int(edge[1]))] = value
-    dead = []
-    for prefix, edges in ops.items():
-        if set(edges) != set(EDGES):                          # labels that only look like a cell's
-            continue
-        reached = {0}
-        for i, j in EDGES:                                   # EDGES lists every node's inputs before the node's outputs
-            if j in reached and edges[i, j] != 'none':
-                reached.add(i)
-        if 3 not in reached:
-            dead.append(prefix)
-    return dead
+    return [prefix for prefix, edges in _cells(arch).items() if 3 not in _reached(edges)]
+
+
+def prune_dead_edges(arch: dict) -> dict:
+    """``arch`` with every edge that lies on no input-to-output path of non-``none`` edges set to ``none``: the
+    authors' ``checkNone`` simplification (spec §8). Such an edge reads a node that is always zero (ReLU-Conv-BN
+    of a constant is zero) or feeds a node the output never reads, so the network computes the same function
+    with fewer parameters; a dead cell becomes all ``none``."""
+    arch = dict(arch)
+    for prefix, edges in _cells(arch).items():
+        forward = _reached(edges)
+        backward = {3}
+        for i, j in reversed(EDGES):                     # every node's outputs before the node's inputs
+            if i in backward and edges[i, j] != 'none':
+                backward.add(j)
+        arch.update({f'{prefix}_e{i}{j}': 'none' for (i, j), op in edges.items()
+                     if op != 'none' and not (j in forward and i in backward)})
+    return arch
 
 
 def most_probable_alive(arch: dict, probs: dict[str, dict]) -> dict:

@@ -6,7 +6,7 @@ import torch
 
 from nni_zodarts import ZODartsPP
 from nni_zodarts.budget import hinge_penalty, parse_budget
-from search_spaces import NB201Space, SizeVariableSpace, dead_cells
+from search_spaces import NB201Space, SizeVariableSpace, dead_cells, prune_dead_edges
 from spaces import TinySpace
 
 
@@ -101,7 +101,7 @@ def test_most_probable_within_window():
     assert not possible
 
 
-def test_most_probable_within_keeps_every_cell_alive_when_asked():
+def test_most_probable_within_counts_and_returns_the_simplified_network_and_skips_unusable_ones():
     poly = mutated(SizeVariableSpace()).polynomial
     probs = {lab: torch.full((len(c),), 1 / len(c), dtype=torch.float64) for lab, c in poly.choices.items()}
     for lab, choices in poly.choices.items():
@@ -111,5 +111,14 @@ def test_most_probable_within_keeps_every_cell_alive_when_asked():
     unchecked, _, _ = poly.most_probable_within(probs, 0, 300_000, start, generator=torch.Generator().manual_seed(0))
     assert dead_cells(unchecked)
     arch, params, inside = poly.most_probable_within(probs, 0, 300_000, start, generator=torch.Generator().manual_seed(0),
-                                                     valid=lambda a: not dead_cells(a))
-    assert inside and params <= 300_000 and dead_cells(arch) == []
+                                                     simplify=lambda a: None if dead_cells(a) else prune_dead_edges(a))
+    assert inside and params <= 300_000 and dead_cells(arch) == [] and arch == prune_dead_edges(arch)
+    assert params == poly.count(arch)
+    # A window only the pruned network fits: the argmax's edges e10 and e21 feed node 2, which the output never reads.
+    live = {**start, **{f's{s}_e{i}': 'nor_conv_1x1' for s in range(3) for i in ('10', '21', '30')}}
+    lean = prune_dead_edges(live)
+    assert lean == {**start, **{f's{s}_e30': 'nor_conv_1x1' for s in range(3)}}
+    probs = {lab: torch.tensor([0.6 if c == live[lab] else 0.4 / (len(cs) - 1) for c in cs], dtype=torch.float64)
+             for lab, cs in poly.choices.items()}
+    arch, params, inside = poly.most_probable_within(probs, 0, poly.count(lean), live, simplify=prune_dead_edges)
+    assert inside and arch == lean and params == poly.count(lean)

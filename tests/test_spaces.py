@@ -1,4 +1,4 @@
-"""The dead-cell rule (the authors' checkNone, spec §8) against the networks themselves."""
+"""The dead-cell and dead-edge rules (the authors' checkNone, spec §8) against the networks themselves."""
 import itertools
 import math
 
@@ -7,13 +7,19 @@ import torch
 
 from nni_zodarts.retrain import ArchitectureError, build_model
 from nni_zodarts.search import sample_architecture
-from search_spaces import create_space, dead_cells, most_probable_alive
+from search_spaces import create_space, dead_cells, most_probable_alive, prune_dead_edges
 from search_spaces.ops import EDGES
 
 
 def _uniform(space='size_variable', none=1.0):
     labels = create_space(space).simplify()
     return {label: {v: (none if v == 'none' else 1.0) for v in choice.values} for label, choice in labels.items()}
+
+
+def _draw(probs, generator) -> dict:
+    """One architecture drawn label by label, unchecked (``sample_architecture`` mends and prunes)."""
+    return {label: list(dist)[int(torch.multinomial(torch.tensor(list(dist.values())), 1, generator=generator))]
+            for label, dist in probs.items()}
 
 
 def _ignores_its_input(arch, space) -> bool:
@@ -29,12 +35,42 @@ def test_dead_cells_are_exactly_the_architectures_that_ignore_their_input(space)
     generator, outcomes = torch.Generator().manual_seed(0), []
     probs = _uniform(space, none=3.0)                        # many `none` edges, so both kinds occur
     for _ in range(12):
-        arch = {label: list(dist)[int(torch.multinomial(torch.tensor(list(dist.values())), 1, generator=generator))]
-                for label, dist in probs.items()}
+        arch = _draw(probs, generator)
         dead = bool(dead_cells(arch))
         assert dead == _ignores_its_input(arch, space), arch
         outcomes.append(dead)
     assert any(outcomes) and not all(outcomes)
+
+
+def _outputs(arch, space, weights, images):
+    """The frozen network's training-mode output with ``weights`` (a superset of its own state) loaded."""
+    model = create_space(space).freeze(arch).train()
+    own = model.state_dict()
+    assert all(weights[k].shape == v.shape for k, v in own.items())
+    model.load_state_dict({k: weights[k] for k in own})
+    return model(images)
+
+
+@pytest.mark.parametrize('space', ['size_variable', 'nb201'])
+def test_pruning_keeps_the_function_and_removes_every_edge_that_does_nothing(space):
+    generator, removed_weights = torch.Generator().manual_seed(0), []
+    probs, images = _uniform(space, none=3.0), torch.randn(4, 1, 28, 28)
+    archs = (_draw(probs, generator) for _ in range(60))
+    pruned_a_conv = lambda a: any('conv' in str(op) and prune_dead_edges(a)[lab] == 'none' for lab, op in a.items())
+    for arch in [a for a in archs if not dead_cells(a) and pruned_a_conv(a)][:2]:
+        lean = prune_dead_edges(arch)
+        assert prune_dead_edges(lean) == lean and dead_cells(lean) == []
+        full = create_space(space).freeze(arch)
+        weights = full.state_dict()
+        reference = _outputs(arch, space, weights, images)
+        assert torch.allclose(_outputs(lean, space, weights, images), reference, atol=1e-5)
+        lean_params = sum(p.numel() for p in create_space(space).freeze(lean).parameters())
+        removed_weights.append(sum(p.numel() for p in full.parameters()) - lean_params)
+        assert sum(p.numel() for p in build_model(arch, space, {}).parameters()) == lean_params   # retrains it lean
+        for label in [lab for lab, op in lean.items() if op != 'none' and lab[-3:-2] == 'e' and lab[-2:].isdigit()]:
+            cut = {**lean, label: 'none'}                    # every edge left matters
+            assert not torch.allclose(_outputs(cut, space, weights, images), reference, atol=1e-3), label
+    assert len(removed_weights) == 2 and all(n > 0 for n in removed_weights)
 
 
 def test_a_path_through_an_intermediate_node_keeps_the_cell_alive():
@@ -51,6 +87,7 @@ def test_sampling_draws_again_until_every_cell_is_alive_and_retrain_refuses_a_de
     assert all(dead_cells(arch) == [] for arch in draws)
     with pytest.raises(ValueError, match='every path'):
         sample_architecture(_uniform(none=1e9), generator, tries=3)
+    assert all(prune_dead_edges(arch) == arch for arch in draws)
     dead = {**draws[0], 's1_e30': 'none', 's1_e31': 'none', 's1_e32': 'none'}
     with pytest.raises(ArchitectureError, match='cell s1 has no input-to-output path'):
         build_model(dead, 'size_variable', {})
