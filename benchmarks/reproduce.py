@@ -46,15 +46,15 @@ def run_job(job: str, seed: int, args) -> dict:
     common = ['--dataset', args.dataset, '--seed', str(seed), '--preset', args.preset, '--quiet', '--accelerator',
               args.accelerator, *(['--data-root', str(args.data_root)] if args.data_root else []),
               *(['--max-samples', str(args.max_samples)] if args.max_samples else [])]
+    searched = out / 'search' / 'architecture.json'
+    retrain_only = ['retrain', '--arch', str(searched), '--output', str(out / 'retrain'), '--epochs',
+                    str(args.retrain_epochs), *common]
     if method in ('resnet18', 'random'):         # no search: a fixed network, or one drawn from the space
-        search_dir = out / 'search'
-        search_dir.mkdir(parents=True, exist_ok=True)
+        searched.parent.mkdir(parents=True, exist_ok=True)
         space, arch = ('resnet18', {}) if method == 'resnet18' else ('size_variable', random_architecture(seed))
-        (search_dir / 'architecture.json').write_text(json.dumps(arch))
-        (search_dir / 'search_config.json').write_text(json.dumps({'dataset': args.dataset, 'space': space}))
-        command = ['retrain', '--arch', str(search_dir / 'architecture.json'), '--output', str(out / 'retrain'),
-                   '--epochs', str(args.retrain_epochs), *common]
-        resume = (out / 'retrain').exists()
+        searched.write_text(json.dumps(arch))
+        (out / 'search' / 'search_config.json').write_text(json.dumps({'dataset': args.dataset, 'space': space}))
+        command, resume = retrain_only, (out / 'retrain').exists()
     else:
         command = ['run', '--output', str(out), '--retrain-epochs', str(args.retrain_epochs), '--method', method, *common]
         if args.search_epochs:
@@ -63,10 +63,12 @@ def run_job(job: str, seed: int, args) -> dict:
             lower, upper = budget_window(budget, seed, args)
             command += ['--param-budget', f'{lower}:{upper}']
         resume = out.exists()
-    if resume and method == 'darts' and not (out / 'search' / 'architecture.json').exists():
+    if resume and method == 'darts' and not searched.exists():
         resume = False          # NNI's DARTS keeps alpha in set order, so its optimizer state cannot be resumed
         command += ['--overwrite']
     _same_settings(out, command)
+    if command[0] == 'run' and searched.exists():            # the search is done: retrain (or resume retraining)
+        command, resume = retrain_only, (out / 'retrain').exists()
     command += ['--resume'] if resume else []
     print(f'[{datetime.datetime.now():%H:%M:%S}] {args.dataset} {job} seed {seed}: nni-zodarts {" ".join(command)}', flush=True)
     env = {**os.environ, 'OMP_NUM_THREADS': str(torch.get_num_threads())}      # the run uses the threads recorded
@@ -74,13 +76,25 @@ def run_job(job: str, seed: int, args) -> dict:
     if done.returncode:
         raise SystemExit(f'{args.dataset} {job} seed {seed} failed (exit {done.returncode}); rerun to resume it')
     metrics = json.loads((out / 'retrain' / 'retrain_metrics.json').read_text())
-    searched = json.loads((out / 'search' / 'search_config.json').read_text())
+    record_architecture(searched, args.results / 'architectures' / args.dataset / f'{job}-seed{seed}.json')
+    search_config = json.loads((out / 'search' / 'search_config.json').read_text())
     return {'dataset': args.dataset, 'method': method, 'budget': budget, 'seed': seed,
             'test_acc': metrics['test_acc'], 'test_auc': metrics['test_auc'],
             'test_acc_max': metrics['test_acc_max_over_epochs'], 'params': metrics['params'],
-            'search_seconds': searched.get('search_seconds') or 0.0, 'retrain_seconds': metrics['seconds'],
+            'search_seconds': search_config.get('search_seconds') or 0.0, 'retrain_seconds': metrics['seconds'],
             'retrain_epochs': metrics['epochs'], 'device': f'{metrics["device"]} x{torch.get_num_threads()}',
             'date': datetime.date.today().isoformat()}
+
+
+def record_architecture(source: Path, target: Path) -> None:
+    """Keep the retrained architecture (dead edges pruned, as retraining builds it) beside the results, so that
+    every row's network can be rebuilt and its parameters counted without the run folders."""
+    from search_spaces import prune_dead_edges
+
+    arch = json.loads(source.read_text())
+    if arch:                                                  # ResNet-18's is {}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(prune_dead_edges(arch), indent=1) + '\n')
 
 
 def random_architecture(seed: int) -> dict:

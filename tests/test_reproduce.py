@@ -1,6 +1,7 @@
 """The reproduction harness end to end at toy size: every method, the CSV, resume-by-skipping, derived budgets."""
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,9 +37,23 @@ def test_every_method_appends_one_row_and_a_rerun_skips_it(tmp_path):
     assert drawn == random_architecture(0) != random_architecture(1)
     assert rows['params'].iloc[3] == sum(p.numel() for p in build_model(drawn, 'size_variable', {}).parameters())
 
+    recorded = tmp_path / 'results' / 'architectures' / 'breastmnist'    # every row's network, kept with the CSV
+    assert sorted(f.name for f in recorded.iterdir()) == ['darts-seed0.json', 'random-seed0.json', 'zodartspp-seed0.json']
+    assert json.loads((recorded / 'random-seed0.json').read_text()) == drawn
+    for job, row in (('zodartspp', 0), ('darts', 1)):
+        arch = json.loads((recorded / f'{job}-seed0.json').read_text())
+        assert rows['params'].iloc[row] == sum(p.numel() for p in build_model(arch, 'size_variable', {}).parameters())
+
     again = _reproduce(tmp_path, '--jobs', 'zodartspp', 'darts', 'resnet18', 'random')
     assert 'nni-zodarts' not in again.stdout                    # nothing re-run
     assert len(pd.read_csv(csv)) == 4
+
+    rows.drop(index=1).to_csv(csv, index=False)                 # a finished search is not run again, only retraining
+    shutil.rmtree(tmp_path / 'runs' / 'breastmnist' / 'darts' / 'seed0' / 'retrain')
+    redo = _reproduce(tmp_path, '--jobs', 'darts')
+    assert 'nni-zodarts retrain' in redo.stdout and 'nni-zodarts run' not in redo.stdout
+    redone = pd.read_csv(csv, keep_default_na=False)
+    assert len(redone) == 4 and redone['method'].iloc[-1] == 'darts' and redone['params'].iloc[-1] == rows['params'][1]
 
     _reproduce(tmp_path, '--report')
     assert (tmp_path / 'reproduction_breastmnist.png').read_bytes()[:4] == b'\x89PNG'
