@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads per run (default: all cores); two harnesses with --threads 1 share 2 cores')
     parser.add_argument('--preset', default='paper', choices=['paper', 'demo'], help='demo: quick checks only')
-    parser.add_argument('--max-samples', type=int, default=None, help='cap every split (quick checks only)')
+    parser.add_argument('--max-samples', type=int, default=None, help='cap the train and val splits (quick checks only)')
     parser.add_argument('--runs', type=Path, default=ROOT / 'runs' / 'reproduce')
     parser.add_argument('--results', type=Path, default=RESULTS)
     parser.add_argument('--report', action='store_true', help='only print the tables and draw the plots')

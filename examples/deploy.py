@@ -2,6 +2,7 @@
 
     nni-zodarts run --output runs/demo                  # writes runs/demo/{search,retrain}
     python examples/deploy.py runs/demo                 # predicts the first test images of BreastMNIST
+    python examples/deploy.py runs/retina ../shared/data/medmnist     # another data set: the folder of its .npz
 """
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ model = build_model(read_json(run / 'search' / 'architecture.json'), config['spa
 model.load_state_dict(torch.load(run / 'retrain' / 'model.pt', map_location='cpu', weights_only=True))
 model.eval()
 
-data = load_medmnist(config['dataset'])
+data = load_medmnist(config['dataset'], sys.argv[2] if len(sys.argv) > 2 else None, config.get('image_size', 28))
 images, labels = data.splits['test']
 x, y = TensorImages(images[:8], labels[:8]).__getitems__(list(range(8)))     # the same scaling as in training
 with torch.no_grad():

@@ -48,12 +48,13 @@ def positive(kind):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument('--dataset', default=None, help='MedMNIST flag, e.g. breastmnist, pneumoniamnist (default: breastmnist)')
     p.add_argument('--data-root', default=None, help='folder holding <flag>.npz (default: the embedded BreastMNIST)')
+    p.add_argument('--download', action='store_true', help='fetch a missing <flag>.npz into --data-root (network)')
     p.add_argument('--image-size', type=int, default=None, choices=[28, 64, 128, 224], help='MedMNIST size (28)')
     p.add_argument('--preset', choices=sorted(PRESETS), default='demo', help='schedule: demo (minutes) or paper')
     p.add_argument('--epochs', type=positive(int), default=None, help='epochs (default: from --preset)')
     p.add_argument('--batch-size', type=positive(int), default=None, help="default: the paper's per-data-set size")
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--max-samples', type=positive(int), default=None, help='cap every split (quick runs)')
+    p.add_argument('--max-samples', type=positive(int), default=None, help='cap the train and val splits (quick runs)')
     p.add_argument('--accelerator', choices=['auto', 'cpu', 'gpu'], default='auto')
     p.add_argument('--quiet', action='store_true', help='no progress bar or logs')
     p.add_argument('--overwrite', action='store_true', help='replace results already in --output')
@@ -62,7 +63,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--method', choices=['zodartspp', 'darts'], default='zodartspp',
-                   help="darts: NNI's first-order DARTS on the same space and data (the papers' baseline)")
+                   help="darts: NNI's first-order DARTS on the same space and data (for the papers' DARTS-V2)")
     p.add_argument('--space', choices=['size_variable', 'nb201'], default='size_variable')
     p.add_argument('--width-search', action='store_true', help='also search per-stage width (x0.5/0.75/1)')
     p.add_argument('--param-budget', type=budget, default=None, help='N or L:U parameters')
@@ -99,8 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _search_kwargs(args) -> dict:
     preset = dict(PRESETS[args.preset]['search'])
-    if args.epochs:
-        preset['epochs'] = args.epochs
+    if args.epochs:                  # the size phase starts at the preset's fraction of the search; LR never rises
+        start = round(args.epochs * preset['size_search_start_epoch'] / preset['epochs'])
+        preset.update(epochs=args.epochs, size_search_start_epoch=min(start, args.epochs - 1))
+        if 'schedule_epochs' in preset:
+            preset['schedule_epochs'] = max(preset['schedule_epochs'], args.epochs)
     given = {k: v for k, v in dict(param_budget=args.param_budget, zo_mode=args.zo_mode,
                                    normalization=args.normalization, mu=args.mu).items() if v is not None}
     zo = {**given, **{k: preset.pop(k) for k in ZO_SCHEDULE}}       # unset flags: ZODartsPP's defaults
@@ -109,7 +113,8 @@ def _search_kwargs(args) -> dict:
             flag = '--' + next(iter(given)).replace('_', '-')
             raise ValueError(f'{flag} needs --method zodartspp (NNI\'s DARTS has no such setting)')
         zo = {}
-    return dict(dataset=args.dataset or 'breastmnist', data_root=args.data_root, image_size=args.image_size or 28,
+    return dict(dataset=args.dataset or 'breastmnist', data_root=args.data_root, download=args.download,
+                image_size=args.image_size or 28,
                 space=args.space, width_search=args.width_search, batch_size=args.batch_size, seed=args.seed,
                 max_samples=args.max_samples, accelerator=args.accelerator, devices=args.devices, derive=args.derive,
                 quiet=args.quiet, overwrite=args.overwrite, resume=args.resume, method=args.method, **preset, **zo)
@@ -120,7 +125,8 @@ def _retrain_kwargs(args) -> dict:
     epochs = args.epochs if args.command == 'retrain' else getattr(args, 'retrain_epochs', None)
     if epochs:
         preset['epochs'] = epochs
-    return dict(dataset=args.dataset, data_root=args.data_root, image_size=args.image_size, seed=args.seed,
+    return dict(dataset=args.dataset, data_root=args.data_root, download=args.download, image_size=args.image_size,
+                seed=args.seed,
                 batch_size=args.batch_size if args.command == 'retrain' else None, max_samples=args.max_samples,
                 accelerator=args.accelerator, onnx=args.onnx, quiet=args.quiet, overwrite=args.overwrite,
                 resume=args.resume, **preset)

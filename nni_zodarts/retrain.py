@@ -44,7 +44,7 @@ def build_model(arch: dict[str, Any], space: str, space_kwargs: dict[str, Any]) 
 
 
 def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = None, data_root: str | None = None,
-            image_size: int | None = None, space: str | None = None, epochs: int = 20, batch_size: int | None = None,
+            download: bool = False, image_size: int | None = None, space: str | None = None, epochs: int = 20, batch_size: int | None = None,
             seed: int = 0, max_samples: int | None = None, accelerator: str = 'auto', onnx: bool = False,
             quiet: bool = False, overwrite: bool = False, resume: bool = False, learning_rate: float = 0.1,
             warmup_epochs: int = 10) -> dict[str, Any]:
@@ -69,7 +69,7 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
     dataset = dataset or config.get('dataset', 'breastmnist')
     image_size = image_size or config.get('image_size', 28)
     space = space or config.get('space', 'size_variable')
-    data = load_medmnist(dataset, data_root, image_size)
+    data = load_medmnist(dataset, data_root, image_size, download=download)
     space_kwargs = {**config.get('space_kwargs', {}), 'in_channels': data.n_channels, 'num_classes': data.n_classes}
     if config.get('space_kwargs', {}).get('in_channels', data.n_channels) != data.n_channels:
         raise DataError(f'{dataset} has {data.n_channels} channels but the architecture was searched on '

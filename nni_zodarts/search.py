@@ -1,7 +1,9 @@
 """One ZO-DARTS++ search on MedMNIST through ``NasExperiment``, with its history, plots and architecture files."""
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,6 +42,7 @@ class SearchRecorder(pl.Callback):
         self.rows = [r for r in self.rows if r['epoch'] < epoch]
         self.alpha_rows = [r for r in self.alpha_rows if r['epoch'] < epoch]
         self._sums: dict[str, list[float]] = {}
+        self._lr = trainer.optimizers[0].param_groups[0]['lr']         # this epoch's (the scheduler steps at its end)
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -59,7 +62,7 @@ class SearchRecorder(pl.Callback):
                'val_loss': val_loss, 'val_acc': val_acc, 'temperature': getattr(pl_module, 'temperature', float('nan')),
                'expected_params': (float(pl_module.expected_params()) if getattr(pl_module, 'polynomial', None)
                                    else float('nan')),
-               'lr': trainer.optimizers[0].param_groups[0]['lr'], 'seconds': seconds,
+               'lr': self._lr, 'seconds': seconds,
                **({'alpha_rank_spread': pl_module.alpha_rank_spread} if trainer.world_size > 1 else {}),
                'search_seconds': seconds + (self.rows[-1]['search_seconds'] if self.rows else 0.0)}
         self.rows.append(row)
@@ -89,19 +92,26 @@ def evaluate(pl_module, loader) -> tuple[float, float]:
     return loss / count, correct / count
 
 
-def sample_architecture(probs: dict[str, dict[Any, float]], generator: torch.Generator,
-                        tries: int = 1000) -> dict[str, Any]:
+def sample_architecture(probs: dict[str, dict[Any, float]], generator: torch.Generator, tries: int = 1000,
+                        accept: Callable[[dict], bool] | None = None) -> dict[str, Any]:
     """One architecture drawn label by label from the final probabilities, drawn again while a cell's output is
-    unreachable, with its dead edges pruned (the authors' derivation and checkNone rule, spec §8)."""
+    unreachable, with its dead edges pruned (the authors' derivation and checkNone rule, spec §8); with
+    ``accept`` (e.g. inside a parameter budget), also drawn again while ``accept(arch)`` is false."""
     from search_spaces import dead_cells, prune_dead_edges
 
+    alive = 0
     for _ in range(tries):
         arch = {}
         for label, dist in probs.items():
             values, weights = list(dist), torch.tensor([max(float(w), 0.0) for w in dist.values()])
             arch[label] = values[int(torch.multinomial(weights / weights.sum(), 1, generator=generator))]
         if not dead_cells(arch):
-            return prune_dead_edges(arch)
+            alive += 1
+            arch = prune_dead_edges(arch)
+            if accept is None or accept(arch):
+                return arch
+    if alive:
+        raise ValueError(f'none of {tries} sampled architectures is accepted (e.g. fits the parameter budget)')
     raise ValueError(f'{tries} sampled architectures all have a cell whose every path is `none`')
 
 
@@ -112,7 +122,8 @@ def resolve_device(accelerator: str) -> str | None:
     return None
 
 
-def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str | None = None, image_size: int = 28,
+def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str | None = None, download: bool = False,
+           image_size: int = 28,
            space: str = 'size_variable', width_search: bool = False, epochs: int = 10,
            schedule_epochs: int | None = None, batch_size: int | None = None, learning_rate: float = 0.1, seed: int = 0,
            max_samples: int | None = None, accelerator: str = 'auto', devices: int = 1, derive: str = 'argmax',
@@ -149,7 +160,7 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
         raise ValueError(f"--derive must be 'argmax' or 'sample', got {derive!r}")
     strategy = _strategy(method, strategy_kwargs)            # validates its arguments before anything is written
     check_filelock()
-    data = load_medmnist(dataset, data_root, image_size)
+    data = load_medmnist(dataset, data_root, image_size, download=download)
     first = launched_rank() == 0
     output = prepare_output(output, SEARCH_RESULTS, overwrite=overwrite, resume=resume) if first else Path(output)
     if data.task == 'multi-label, binary-class':
@@ -189,18 +200,27 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
         return None
     probs = strategy.oneshot_module.export_probs()
     if derive == 'sample':
-        arch = sample_architecture(probs, torch.Generator().manual_seed(seed))
+        window = strategy.config.param_budget if method == 'zodartspp' else None
+        poly = getattr(strategy.oneshot_module, 'polynomial', None)
+        inside = None if window is None or poly is None else lambda a: window[0] <= poly.count(a) <= window[1]
+        try:
+            arch = sample_architecture(probs, torch.Generator().manual_seed(seed), accept=inside)
+        except ValueError as err:
+            if inside is None:
+                raise           # keep the export: the most probable architecture inside the budget
+            warnings.warn(f'--derive sample: {err}; exporting the most probable one inside the budget', RuntimeWarning)
     else:
         arch = prune_dead_edges(most_probable_alive(arch, probs))    # ZODartsPP's export already is; NNI's DARTS not
 
     params = sum(p.numel() for p in create_space(space, **space_kwargs).freeze(arch).parameters())
     history = recorder.rows
+    expected = history[-1]['expected_params'] if history else float('nan')
     summary = {
         'dataset': dataset, 'space': space, 'space_kwargs': space_kwargs, 'image_size': image_size, 'seed': seed,
         'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate, 'devices': devices,
         'global_batch_size': batch_size * devices,
         'derive': derive, 'params': params,
-        'expected_params': history[-1]['expected_params'] if history else None,
+        'expected_params': None if math.isnan(expected) else expected,       # NaN (NNI's DARTS) is not JSON
         'method': method, 'param_budget': strategy.config.param_budget if method == 'zodartspp' else None,
         'search_seconds': history[-1]['search_seconds'] if history else None,
         'val_acc': history[-1]['val_acc'] if history else None,

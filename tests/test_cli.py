@@ -10,6 +10,7 @@ import torch
 from cli_run import run_cli
 from nni_zodarts.cli import main
 from nni_zodarts.retrain import build_model
+from nni_zodarts.search import sample_architecture
 from search_spaces import SizeVariableSpace
 
 SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'medmnist'
@@ -36,6 +37,7 @@ def test_run_writes_well_formed_results(demo_run, capsys):
         assert history[column].notna().all(), column
     assert (history['zo_weight_gap'] > 0).all() and (history['zo_mu'] > 0).all()     # W' moved away from W
     assert history['temperature'].tolist() == [1.5, 1.125]          # demo preset: decay every epoch
+    assert history['lr'].iloc[0] == pytest.approx(0.1) and history['lr'].iloc[1] < 0.1   # each epoch's own rate
     alpha = pd.read_csv(search / 'alpha_history.csv')
     sums = alpha.groupby(['epoch', 'label'])['probability'].sum()
     assert set(alpha['label']) == set(labels) and ((sums - 1).abs() < 1e-5).all()
@@ -63,6 +65,18 @@ def test_retrain_alone_with_onnx(demo_run, tmp_path):
     assert main(['retrain', '--arch', str(demo_run / 'search' / 'architecture.json'), '--epochs', '1', '--onnx',
                  '--output', str(out), *QUICK]) == 0
     onnx.checker.check_model(onnx.load(out / 'model.onnx'))
+
+
+def test_sampled_architecture_keeps_to_the_budget(tmp_path):
+    assert main(['search', '--epochs', '2', '--derive', 'sample', '--param-budget', '150000', '--output', str(tmp_path),
+                 *QUICK]) == 0
+    config = json.loads((tmp_path / 'search_config.json').read_text())
+    arch = json.loads((tmp_path / 'architecture.json').read_text())
+    assert config['derive'] == 'sample' and config['params'] <= 150_000
+    count = lambda a: sum(p.numel() for p in build_model(a, config['space'], config['space_kwargs']).parameters())
+    assert count(arch) == config['params']
+    probs = {lab: dict(map(tuple, pairs)) for lab, pairs in json.loads((tmp_path / 'probabilities.json').read_text()).items()}
+    assert count(sample_architecture(probs, torch.Generator().manual_seed(0))) > 150_000    # the first draw is too big
 
 
 @pytest.mark.skipif(not (SHARED / 'retinamnist.npz').exists(), reason='shared MedMNIST files not beside the checkout')

@@ -87,6 +87,10 @@ def test_sampling_draws_again_until_every_cell_is_alive_and_retrain_refuses_a_de
     assert all(dead_cells(arch) == [] for arch in draws)
     with pytest.raises(ValueError, match='every path'):
         sample_architecture(_uniform(none=1e9), generator, tries=3)
+    small = sample_architecture(_uniform(), generator, accept=lambda a: a['s2_depth'] == 1 and a['s2_e30'] == 'none')
+    assert small['s2_depth'] == 1 and small['s2_e30'] == 'none'
+    with pytest.raises(ValueError, match='accepted'):
+        sample_architecture(_uniform(), generator, tries=3, accept=lambda a: False)
     assert all(prune_dead_edges(arch) == arch for arch in draws)
     dead = {**draws[0], 's1_e30': 'none', 's1_e31': 'none', 's1_e32': 'none'}
     with pytest.raises(ArchitectureError, match='cell s1 has no input-to-output path'):
