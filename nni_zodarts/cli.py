@@ -191,15 +191,28 @@ def run_command(args, on_epoch=None) -> int:
     except (DataError, OutputError, ValueError, FileNotFoundError) as err:
         return _fail(args, err, 2)
     except FloatingPointError as err:                       # the last good checkpoint stays in --output
-        return _fail(args, f'{err}; the last good checkpoint is in {args.output} (--resume continues from it)', 3)
+        return _fail(args, err, 3, f'{err}; the last good checkpoint is in {args.output} (--resume continues from it)')
     return 0
 
 
-def _fail(args, err, code: int) -> int:
-    if os.environ.get('NNI_ZODARTS_DEBUG'):
-        raise
-    print(f'nni-zodarts {args.command}: error: {err}', file=sys.stderr)
+def _fail(args, err: Exception, code: int, message: str | None = None) -> int:
+    """One line and ``code`` for an error this package raised about the input; a traceback for one raised inside
+    a library (a bug to report, not bad input), or for any with ``NNI_ZODARTS_DEBUG=1``."""
+    if os.environ.get('NNI_ZODARTS_DEBUG') or not _raised_here(err):
+        raise err
+    print(f'nni-zodarts {args.command}: error: {message or err}', file=sys.stderr)
     return code
+
+
+def _raised_here(err: BaseException) -> bool:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    source = Path(tb.tb_frame.f_code.co_filename).resolve() if tb is not None else None
+    return source is None or any(source.is_relative_to(Path(pkg).resolve()) for pkg in _PACKAGES)
+
+
+_PACKAGES = [Path(__file__).parent, Path(__file__).parents[1] / 'search_spaces']
 
 
 def _table(rows: list[tuple[str, str]]) -> str:

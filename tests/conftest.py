@@ -8,7 +8,6 @@ os.environ['OMP_NUM_THREADS'] = str(THREADS)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-os.environ.setdefault('NNI_ZODARTS_QUIET', '1')
 torch.set_num_threads(THREADS)
 
 

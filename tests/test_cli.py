@@ -118,3 +118,12 @@ def test_console_script_exit_code(tmp_path):
     done = subprocess.run([sys.executable, '-m', 'nni_zodarts.cli', 'search', '--epochs', '-3', '--output',
                            str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 2 and 'Traceback' not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_error_raised_outside_the_package_keeps_its_traceback(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):                         # stands for a library: not nni_zodarts, not search_spaces
+        raise ValueError('deep inside a library')
+
+    monkeypatch.setattr('nni_zodarts.search.load_medmnist', broken)
+    with pytest.raises(ValueError, match='deep inside a library'):
+        main(['search', '--output', str(tmp_path / 'out'), *QUICK])
