@@ -166,7 +166,7 @@ def report(csv: Path) -> None:
     frame['variant'] = frame.method + frame.budget.map(lambda b: f' ({b})' if b else '')
     table = summarise(frame)
     print('| data set | method | retrain epochs | seeds | test ACC (val-selected) | test AUC | ACC max over epochs '
-          '| params | search s | retrain s | paper best ACC |\n|---|---|---|---|---|---|---|---|---|---|---|')
+          '| params | search s | retrain s | target ACC |\n|---|---|---|---|---|---|---|---|---|---|---|')
     for (dataset, epochs, variant), r in table.iterrows():
         spread = f' ± {r.acc_std:.3f}' if r.seeds > 1 else ''          # one seed has no spread
         print(f'| {dataset} | {variant} | {epochs} | {r.seeds:.0f} | {r.test_acc:.3f}{spread} '

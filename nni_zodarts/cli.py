@@ -70,7 +70,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--derive', choices=['argmax', 'sample'], default='argmax')
     p.add_argument('--zo-mode', choices=['implicit', 'direct'], default=None, help='ZO estimator (implicit)')
     p.add_argument('--normalization', choices=['sparsemax', 'softmax'], default=None, help='(sparsemax)')
-    p.add_argument('--mu', type=float, default=None, help='ZO smoothing, relative to ||alpha|| (0.005)')
+    p.add_argument('--mu', type=float, default=None, help='ZO step, relative to ||alpha|| of the perturbed tables (0.005)')
     p.add_argument('--devices', type=positive(int), default=1,
                    help='search on N processes/GPUs with DDP (--batch-size is per process)')
 

@@ -1,7 +1,9 @@
 """NNI's differentiable super-modules, changed in one way: candidates whose weight is exactly 0 do not run.
 
 Sparsemax (spec §3) gives exact zeros, and its Jacobian is zero outside the support, so skipping those
-candidates changes neither the output nor any gradient; it is where sparsemax pays off in speed.
+candidates changes neither the output nor any gradient; it is where sparsemax pays off in speed. One difference
+from running them: a skipped candidate's weights get no gradient at all, so SGD leaves them alone (no weight decay,
+no momentum) until they re-enter the support, where the authors' dense supernet decays them with a zero gradient.
 With a single candidate left at weight 1 the op runs as the plain candidate (the Jacobian is zero there too).
 Each class is a drop-in subclass, installed by :meth:`ZODartsPP.default_mutation_hooks`.
 """
