@@ -61,6 +61,41 @@ def test_search_exports_a_valid_architecture(mode):
     assert all(abs(sum(p.values()) - 1) < 1e-5 for p in probs.values())
 
 
+def test_the_step_writes_eq5_along_the_perturbation_each_copy_was_trained_with(monkeypatch):
+    """The module's wiring of Eq. 5, recomputed from what it actually ran: the direction of each label from the
+    perturbed copy's alpha, the implicit term from the copy's weights, the gradients by a separate backward."""
+    from torch.func import functional_call
+
+    checked = []
+    step = ZODartsPPModule._architecture_step
+
+    def spy(self, val_batch, batch_idx):
+        window = self._window
+        names, weights = self._names()
+        copy = window.copies[0]
+        alphas = {lab: self._alphas[lab].detach().clone().requires_grad_() for lab in window.labels}
+        buffers = {n: b.clone() for n, b in self.model.named_buffers()}
+        params = {n: w.detach().clone().requires_grad_() for n, w in weights.items()}
+        x, y = val_batch
+        loss = torch.nn.functional.cross_entropy(
+            functional_call(self.model, {**params, **buffers, **{names[lab]: a for lab, a in alphas.items()}}, (x,)), y)
+        grads = dict(zip([*alphas, *params], torch.autograd.grad(loss, [*alphas.values(), *params.values()],
+                                                                   allow_unused=True)))
+        u = {lab: (copy.alphas[names[lab]] - self._alphas[lab].detach()) / window.mu for lab in window.labels}
+        slope = sum((grads[lab] * u[lab]).sum() for lab in alphas if grads[lab] is not None)
+        slope = slope + sum(((copy.weights[n] - weights[n].detach()) * grads[n]).sum() / window.mu
+                            for n in params if grads[n] is not None)
+        step(self, val_batch, batch_idx)
+        for lab in window.labels:
+            torch.testing.assert_close(self._alphas[lab].grad, slope * u[lab], rtol=1e-3, atol=1e-7)
+        checked.append(len(window.labels))
+
+    monkeypatch.setattr(ZODartsPPModule, '_architecture_step', spy)
+    search(ZODartsPP(arc_update_interval=2, size_search_start_epoch=0, mu=0.05), epochs=1)
+    labels = TinySpace().simplify()
+    assert checked and all(n == len(labels) for n in checked)       # every label, sizes included
+
+
 def test_size_choices_are_held_at_their_largest_until_the_size_phase():
     strategy = ZODartsPP(arc_update_interval=2, size_search_start_epoch=5)
     search(strategy, epochs=1)
