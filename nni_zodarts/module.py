@@ -293,9 +293,10 @@ class ZODartsPPModule(DartsLightningModule):
                           'batches of an epoch, so alpha is never updated: lower arc_update_interval or the batch size.',
                           RuntimeWarning)
         if self._size_labels and self.trainer.max_epochs is not None and self.trainer.max_epochs <= self.size_start:
-            warnings.warn(f'size_search_start_epoch={self.size_start} is not below the {self.trainer.max_epochs} epochs '
-                          'of the search, so kernel size, depth and width stay at their largest and a param_budget acts '
-                          'only at export: lower size_search_start_epoch (the paper: half the epochs).', RuntimeWarning)
+            warnings.warn(f'size_search_start_epoch={self.size_start} is not below the {self.trainer.max_epochs} '
+                          'epochs of the search, so kernel size, depth and width stay at their largest and a '
+                          'param_budget acts only at export: lower size_search_start_epoch (the paper: half the '
+                          'epochs).', RuntimeWarning)
         return super().on_train_start()
 
     def on_train_epoch_start(self):

@@ -44,10 +44,10 @@ def build_model(arch: dict[str, Any], space: str, space_kwargs: dict[str, Any]) 
 
 
 def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = None, data_root: str | None = None,
-            download: bool = False, image_size: int | None = None, space: str | None = None, epochs: int = 20, batch_size: int | None = None,
-            seed: int = 0, max_samples: int | None = None, accelerator: str = 'auto', onnx: bool = False,
-            quiet: bool = False, overwrite: bool = False, resume: bool = False, learning_rate: float = 0.1,
-            warmup_epochs: int = 10) -> dict[str, Any]:
+            download: bool = False, image_size: int | None = None, space: str | None = None, epochs: int = 20,
+            batch_size: int | None = None, seed: int = 0, max_samples: int | None = None, accelerator: str = 'auto',
+            onnx: bool = False, quiet: bool = False, overwrite: bool = False, resume: bool = False,
+            learning_rate: float = 0.1, warmup_epochs: int = 10) -> dict[str, Any]:
     """Train ``arch_path`` from scratch on the official train split, select the epoch on the val split,
     test once. Writes ``retrain_metrics.json``, ``retrain_history.csv``, ``model.pt`` (and ``model.onnx``)."""
     import pandas as pd
