@@ -98,7 +98,8 @@ def test_the_step_writes_eq5_along_the_perturbation_each_copy_was_trained_with(m
 
 def test_size_choices_are_held_at_their_largest_until_the_size_phase():
     strategy = ZODartsPP(arc_update_interval=2, size_search_start_epoch=5)
-    search(strategy, epochs=1)
+    with pytest.warns(RuntimeWarning, match='size_search_start_epoch=5 is not below the 1 epochs'):
+        search(strategy, epochs=1)
     probs = strategy.export_probs()
     assert probs['width'][8] == 1 and probs['depth'][3] == 1 and probs['op_k'][3] == 1
     assert probs['op'] != pytest.approx({'conv': 1 / 3, 'skip': 1 / 3, 'counted': 1 / 3}, abs=1e-3)
