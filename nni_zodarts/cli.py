@@ -204,15 +204,15 @@ def _fail(args, err: Exception, code: int, message: str | None = None) -> int:
     return code
 
 
+_PACKAGES = [Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / 'search_spaces']
+
+
 def _raised_here(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is in this package or in ``search_spaces``."""
     tb = err.__traceback__
     while tb is not None and tb.tb_next is not None:
         tb = tb.tb_next
-    source = Path(tb.tb_frame.f_code.co_filename).resolve() if tb is not None else None
-    return source is None or any(source.is_relative_to(Path(pkg).resolve()) for pkg in _PACKAGES)
-
-
-_PACKAGES = [Path(__file__).parent, Path(__file__).parents[1] / 'search_spaces']
+    return tb is None or any(Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(pkg) for pkg in _PACKAGES)
 
 
 def _table(rows: list[tuple[str, str]]) -> str:
