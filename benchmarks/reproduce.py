@@ -48,8 +48,9 @@ def run_job(job: str, seed: int, args) -> dict:
               args.accelerator, *(['--data-root', str(args.data_root)] if args.data_root else []),
               *(['--max-samples', str(args.max_samples)] if args.max_samples else [])]
     searched = out / 'search' / 'architecture.json'
+    precision = ['--precision', args.precision] if args.precision != '32' else []
     retrain_only = ['retrain', '--arch', str(searched), '--output', str(out / 'retrain'), '--epochs',
-                    str(args.retrain_epochs), *common]
+                    str(args.retrain_epochs), *common, *precision]
     if method in ('resnet18', 'random'):         # no search: a fixed network, or one drawn from the space
         searched.parent.mkdir(parents=True, exist_ok=True)
         space, arch = ('resnet18', {}) if method == 'resnet18' else ('size_variable', random_architecture(seed))
@@ -57,7 +58,8 @@ def run_job(job: str, seed: int, args) -> dict:
         (out / 'search' / 'search_config.json').write_text(json.dumps({'dataset': args.dataset, 'space': space}))
         command, resume = retrain_only, (out / 'retrain').exists()
     else:
-        command = ['run', '--output', str(out), '--retrain-epochs', str(args.retrain_epochs), '--method', method, *common]
+        command = ['run', '--output', str(out), '--retrain-epochs', str(args.retrain_epochs), '--method', method,
+                   *common, *precision]
         if args.search_epochs:
             command += ['--epochs', str(args.search_epochs)]
         if budget:
@@ -83,8 +85,14 @@ def run_job(job: str, seed: int, args) -> dict:
             'test_acc': metrics['test_acc'], 'test_auc': metrics['test_auc'],
             'test_acc_max': metrics['test_acc_max_over_epochs'], 'params': metrics['params'],
             'search_seconds': search_config.get('search_seconds') or 0.0, 'retrain_seconds': metrics['seconds'],
-            'retrain_epochs': metrics['epochs'], 'device': f'{metrics["device"]} x{torch.get_num_threads()}',
+            'retrain_epochs': metrics['epochs'], 'device': device_label(metrics),
             'date': datetime.date.today().isoformat()}
+
+
+def device_label(metrics: dict) -> str:
+    """The CSV's device column: device, threads per run and, when not float32, the retraining precision."""
+    precision = metrics.get('precision', '32')
+    return f'{metrics["device"]} x{torch.get_num_threads()}' + ('' if precision == '32' else f' {precision}')
 
 
 def record_architecture(source: Path, target: Path) -> None:
@@ -246,6 +254,7 @@ def main() -> None:
     parser.add_argument('--retrain-epochs', type=int, default=300)
     parser.add_argument('--search-epochs', type=int, default=None, help="default: the paper's 40")
     parser.add_argument('--accelerator', default='auto')
+    parser.add_argument('--precision', default='32', choices=['32', 'bf16-mixed'], help='retraining precision')
     parser.add_argument('--threads', type=int, default=None,
                         help='CPU threads per run (default: all cores); two harnesses with --threads 1 share 2 cores')
     parser.add_argument('--preset', default='paper', choices=['paper', 'demo'], help='demo: quick checks only')

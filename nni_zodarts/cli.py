@@ -75,6 +75,11 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    help='search on N processes/GPUs with DDP (--batch-size is per process)')
 
 
+def _precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--precision', choices=['32', 'bf16-mixed'], default='32',
+                   help='retraining precision: bf16-mixed is faster on CPUs with AVX512-BF16 or AMX and on GPUs (32)')
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog='nni-zodarts', description='ZO-DARTS++ neural architecture search on MedMNIST (NNI plugin)')
     sub = parser.add_subparsers(dest='command', required=True, parser_class=Parser)
@@ -88,11 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
     r.add_argument('--arch', required=True, type=Path, help='architecture.json from `search`')
     r.add_argument('--onnx', action='store_true', help='also export model.onnx')
+    _precision(r)
     r.add_argument('--output', required=True, type=Path)
     u = sub.add_parser('run', help='search, then retrain, then print the result (default: demo on BreastMNIST)')
     _common(u)
     _search_args(u)
     u.add_argument('--onnx', action='store_true')
+    _precision(u)
     u.add_argument('--retrain-epochs', type=positive(int), default=None, help='retraining epochs (default: from --preset)')
     u.add_argument('--output', type=Path, default=Path('runs/demo'))
     return parser
@@ -129,7 +136,7 @@ def _retrain_kwargs(args) -> dict:
                 seed=args.seed,
                 batch_size=args.batch_size if args.command == 'retrain' else None, max_samples=args.max_samples,
                 accelerator=args.accelerator, onnx=args.onnx, quiet=args.quiet, overwrite=args.overwrite,
-                resume=args.resume, **preset)
+                resume=args.resume, precision=args.precision, **preset)
 
 
 def _quiet() -> None:

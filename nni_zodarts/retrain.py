@@ -47,9 +47,11 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
             download: bool = False, image_size: int | None = None, space: str | None = None, epochs: int = 20,
             batch_size: int | None = None, seed: int = 0, max_samples: int | None = None, accelerator: str = 'auto',
             onnx: bool = False, quiet: bool = False, overwrite: bool = False, resume: bool = False,
-            learning_rate: float = 0.1, warmup_epochs: int = 10) -> dict[str, Any]:
+            learning_rate: float = 0.1, warmup_epochs: int = 10, precision: str = '32') -> dict[str, Any]:
     """Train ``arch_path`` from scratch on the official train split, select the epoch on the val split,
-    test once. Writes ``retrain_metrics.json``, ``retrain_history.csv``, ``model.pt`` (and ``model.onnx``)."""
+    test once. Writes ``retrain_metrics.json``, ``retrain_history.csv``, ``model.pt`` (and ``model.onnx``).
+    ``precision`` is Lightning's: ``'bf16-mixed'`` trains under bf16 autocast (weights and the final test stay
+    float32), about 1.5-2x faster on CPUs with AVX512-BF16/AMX and much slower on CPUs without."""
     import pandas as pd
 
     from .files import write_csv
@@ -88,7 +90,7 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
     best = pl.callbacks.ModelCheckpoint(dirpath=output / 'checkpoints', monitor='val_select', mode='max',
                                         filename='best', enable_version_counter=False)
     latest = latest_checkpoint(output / 'checkpoints')
-    trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1,
+    trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, precision=precision,
                          callbacks=[RNGStateCheckpoint(), best, latest],
                          logger=[pl.loggers.CSVLogger(output / 'logs', name='retrain'),
                                  pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')],
@@ -113,7 +115,7 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
         'selection': 'max val_acc, ties to the lower val_loss',
         'test_acc_max_over_epochs': max_over_epochs(module.history, 'test_acc'),
         'epochs': epochs, 'batch_size': batch_size, 'seconds': module.fit_seconds, 'seed': seed,
-        'device': str(module.device), 'weights': 'model.pt',
+        'device': str(module.device), 'precision': precision, 'weights': 'model.pt',
     }
     if onnx:
         metrics['onnx'] = export_onnx(module.model, data.n_channels, image_size, output / 'model.onnx')

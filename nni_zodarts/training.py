@@ -95,7 +95,7 @@ class RetrainModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx, dataloader_idx: int = 0):
         x, y = batch
-        self._outputs.setdefault(dataloader_idx, []).append((self(x).detach(), y))
+        self._outputs.setdefault(dataloader_idx, []).append((self(x).detach().float(), y))   # bf16 under autocast
 
     def on_validation_epoch_end(self):
         metrics = {}

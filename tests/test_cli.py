@@ -67,6 +67,21 @@ def test_retrain_alone_with_onnx(demo_run, tmp_path):
     onnx.checker.check_model(onnx.load(out / 'model.onnx'))
 
 
+def test_bf16_mixed_retraining_changes_the_arithmetic_not_the_weights_dtype(demo_run, tmp_path):
+    arch = demo_run / 'search' / 'architecture.json'
+    weights = {}
+    for precision in ['32', '32', 'bf16-mixed']:        # float32 twice: deterministic, so bf16 alone explains a change
+        out = tmp_path / f'{precision}-{len(weights)}'
+        assert main(['retrain', '--arch', str(arch), '--epochs', '1', '--precision', precision, '--output', str(out),
+                     *QUICK]) == 0
+        assert json.loads((out / 'retrain_metrics.json').read_text())['precision'] == precision
+        weights[out.name] = torch.load(out / 'model.pt', weights_only=True)
+    fp32, again, bf16 = weights.values()
+    assert all(v.dtype == fp32[k].dtype for k, v in bf16.items())
+    conv = next(k for k, v in fp32.items() if v.dim() == 4)
+    assert torch.equal(fp32[conv], again[conv]) and not torch.allclose(fp32[conv], bf16[conv], atol=1e-6)
+
+
 def test_sampled_architecture_keeps_to_the_budget(tmp_path):
     assert main(['search', '--epochs', '2', '--derive', 'sample', '--param-budget', '150000', '--output', str(tmp_path),
                  *QUICK]) == 0
