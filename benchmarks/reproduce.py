@@ -66,9 +66,6 @@ def run_job(job: str, seed: int, args) -> dict:
             lower, upper = budget_window(budget, seed, args)
             command += ['--param-budget', f'{lower}:{upper}']
         resume = out.exists()
-    if resume and method == 'darts' and not searched.exists():
-        resume = False          # NNI's DARTS keeps alpha in set order, so its optimizer state cannot be resumed
-        command += ['--overwrite']
     _same_settings(out, command)
     if command[0] == 'run' and searched.exists():            # the search is done: retrain (or resume retraining)
         command, resume = retrain_only, (out / 'retrain').exists()

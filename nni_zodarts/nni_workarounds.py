@@ -4,6 +4,8 @@
 * filelock >= 3.12 makes ``NasExperiment.run()`` hang forever (NNI pins ``filelock<3.12``): checked here.
 * NNI's sequential engine swaps the trial command channel while a one-shot search trains, so metrics reported
   from inside the search of an nnictl trial would never reach the web UI: ``TrialChannel`` keeps the real one.
+* NNI's ``DartsLightningModule.arch_parameters`` returns ``list(set(alphas))``, an order that depends on memory
+  addresses, so a resumed DARTS search hands Adam's saved state to other alphas: ``ordered_darts_alphas``.
 * NNI bugs A (DARTS ``penalty=`` has no gradient), B (int/float profiler sums) and C (the parameter
   profiler hangs on ``Repeat``) are avoided by ``budget.ParamPolynomial``, not patched.
 """
@@ -13,7 +15,7 @@ import logging
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ['quiet_nni_warnings', 'check_filelock', 'TrialChannel']
+__all__ = ['quiet_nni_warnings', 'check_filelock', 'ordered_darts_alphas', 'TrialChannel']
 
 
 def quiet_nni_warnings() -> None:
@@ -40,6 +42,18 @@ def check_filelock() -> None:
         return
     if (major, minor) >= (3, 12):
         raise RuntimeError(f'filelock {major}.{minor} makes NNI 3.0 experiments hang: pip install "filelock<3.12"')
+
+
+def ordered_darts_alphas() -> None:
+    """Make NNI's DARTS list its alphas once each in module order (NNI: ``list(set(...))``), so that the
+    architecture optimizer's state of a checkpoint maps back onto the same alphas when a search resumes."""
+    from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
+
+    def arch_parameters(self) -> list:
+        alphas = [p for m in self.supernet_modules() if hasattr(m, 'arch_parameters') for p in m.arch_parameters()]
+        return list(dict.fromkeys(alphas))            # shared alphas (same label) appear once, first place kept
+
+    DartsLightningModule.arch_parameters = arch_parameters
 
 
 class TrialChannel:

@@ -239,6 +239,9 @@ def _strategy(method: str, kwargs: dict[str, Any]):
         return ZODartsPP(**kwargs)
     if method == 'darts':
         from nni.nas.oneshot.pytorch.strategy import DARTS   # not nni.nas.strategy: its lazy import can fail
+
+        from .nni_workarounds import ordered_darts_alphas
+        ordered_darts_alphas()                               # so that a DARTS search resumes exactly
         return DARTS(**{'gradient_clip_val': 5.0, **kwargs})
     raise ValueError(f"--method must be 'zodartspp' or 'darts', got {method!r}")
 

@@ -66,6 +66,18 @@ def test_search_killed_then_resumed_ends_like_an_uninterrupted_run(reference, tm
     assert kept == before[before['epoch'] <= epoch_done]['seconds'].tolist()
 
 
+def test_darts_search_killed_then_resumed_ends_like_an_uninterrupted_run(tmp_path):
+    darts = [*SEARCH, '--method', 'darts']
+    straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
+    assert run_cli([*darts, '--output', str(straight)]) == 0
+    kill_when(darts, resumed, lambda: saved_epoch(resumed / 'checkpoints' / 'latest.ckpt') >= 1)
+    assert not (resumed / 'architecture.json').exists()
+    assert run_cli([*darts, '--resume', '--output', str(resumed)]) == 0
+    a, b = final_alpha(straight), final_alpha(resumed)
+    assert (a[['label', 'choice']] == b[['label', 'choice']]).all().all()
+    assert b['probability'].sub(a['probability']).abs().max() < 1e-5     # Adam's state went back to its own alpha
+
+
 def saved_epoch(path: Path) -> int:
     """The epoch of the checkpoint at ``path``; -1 while there is none (or it is being written)."""
     try:
