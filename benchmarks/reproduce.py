@@ -48,6 +48,7 @@ def run_job(job: str, seed: int, args) -> dict:
               args.accelerator, *(['--data-root', str(args.data_root)] if args.data_root else []),
               *(['--max-samples', str(args.max_samples)] if args.max_samples else [])]
     searched = out / 'search' / 'architecture.json'
+    # float32 adds no flag, so the commands (job.json) of runs started before --precision existed still resume
     precision = ['--precision', args.precision] if args.precision != '32' else []
     retrain_only = ['retrain', '--arch', str(searched), '--output', str(out / 'retrain'), '--epochs',
                     str(args.retrain_epochs), *common, *precision]
