@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(r)
     r.add_argument('--arch', required=True, type=Path, help='architecture.json from `search`')
     r.add_argument('--onnx', action='store_true', help='also export model.onnx')
+    r.add_argument('--train-on', choices=['train', 'train+val'], default='train',
+                   help='train+val: the papers\' final training on both splits, keeping the last epoch (train)')
     _precision(r)
     r.add_argument('--output', required=True, type=Path)
     u = sub.add_parser('run', help='search, then retrain, then print the result (default: demo on BreastMNIST)')
@@ -136,7 +138,7 @@ def _retrain_kwargs(args) -> dict:
                 seed=args.seed,
                 batch_size=args.batch_size if args.command == 'retrain' else None, max_samples=args.max_samples,
                 accelerator=args.accelerator, onnx=args.onnx, quiet=args.quiet, overwrite=args.overwrite,
-                resume=args.resume, precision=args.precision, **preset)
+                resume=args.resume, precision=args.precision, train_on=getattr(args, 'train_on', 'train'), **preset)
 
 
 def _quiet() -> None:

@@ -52,21 +52,22 @@ class RetrainModule(pl.LightningModule):
 
     SGD (lr 0.1, momentum 0.9, weight decay 3e-4 actually applied), 10-epoch linear warm-up from 1%, then
     cosine to 0; cross-entropy with label smoothing 0.1; MixUp or CutMix (alpha 0.1) on every batch. Every
-    epoch logs ``val_acc``/``val_auc``, ``val_select`` (checkpoint selection: the validation accuracy, ties - the
-    norm on small validation sets, e.g. 78 Breast images - going to the lower validation loss) and
-    ``test_acc``/``test_auc`` (only for the papers' max-over-epochs figure; the reported test numbers are those
-    of the validation-selected weights). ``fit_seconds`` adds up the training time over resumed runs.
+    epoch logs, for each of ``eval_splits`` (the order of the evaluation loaders), ``<split>_acc``/``_auc``/
+    ``_loss``; with a ``val`` split also ``val_select`` (checkpoint selection: the validation accuracy, ties - the
+    norm on small validation sets, e.g. 78 Breast images - going to the lower validation loss). ``test_acc`` is
+    only for the papers' max-over-epochs figure: the reported test numbers are those of the selected weights.
+    ``fit_seconds`` adds up the training time over resumed runs.
     """
 
     def __init__(self, model: nn.Module, num_classes: int, task: str, epochs: int, learning_rate: float = 0.1,
                  weight_decay: float = 3e-4, warmup_epochs: int = 10, label_smoothing: float = 0.1,
-                 mix_alpha: float = 0.1):
+                 mix_alpha: float = 0.1, eval_splits: tuple[str, ...] = ('val', 'test')):
         super().__init__()
         from torchvision.transforms import v2
         # channels_last: the layout oneDNN's CPU convolutions prefer (15-20% faster retraining here); weights are
         # saved and loaded by value, so model.pt and checkpoints do not depend on it.
         self.model, self.task, self.epochs = model.to(memory_format=torch.channels_last), task, epochs
-        self.learning_rate, self.weight_decay = learning_rate, weight_decay
+        self.learning_rate, self.weight_decay, self.eval_splits = learning_rate, weight_decay, eval_splits
         self.warmup_epochs = min(warmup_epochs, max(epochs - 1, 0))
         self.criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.mix = v2.RandomChoice([v2.MixUp(alpha=mix_alpha, num_classes=num_classes),
@@ -99,7 +100,7 @@ class RetrainModule(pl.LightningModule):
 
     def on_validation_epoch_end(self):
         metrics = {}
-        for idx, name in enumerate(['val', 'test']):
+        for idx, name in enumerate(self.eval_splits):
             if idx in self._outputs:
                 logits = torch.cat([o for o, _ in self._outputs[idx]])
                 labels = torch.cat([y for _, y in self._outputs[idx]])

@@ -82,6 +82,20 @@ def test_bf16_mixed_retraining_changes_the_arithmetic_not_the_weights_dtype(demo
     assert torch.equal(fp32[conv], again[conv]) and not torch.allclose(fp32[conv], bf16[conv], atol=1e-6)
 
 
+def test_retraining_on_train_and_val_keeps_the_last_epoch(demo_run, tmp_path):
+    assert json.loads((demo_run / 'retrain' / 'retrain_metrics.json').read_text())['train_images'] == 48
+    out = tmp_path / 'trainval'
+    assert main(['retrain', '--arch', str(demo_run / 'search' / 'architecture.json'), '--epochs', '2',
+                 '--train-on', 'train+val', '--output', str(out), *QUICK]) == 0
+    metrics = json.loads((out / 'retrain_metrics.json').read_text())
+    assert metrics['train_images'] == 96 and metrics['train_on'] == 'train+val'       # 48 of each split
+    assert metrics['selection'] == 'last epoch' and metrics['best_epoch'] == 1 and metrics['best_val_acc'] is None
+    assert 'val_acc' not in pd.read_csv(out / 'retrain_history.csv') and not (out / 'checkpoints' / 'best.ckpt').exists()
+    last = torch.load(out / 'checkpoints' / 'latest.ckpt', weights_only=False)['state_dict']
+    weights = torch.load(out / 'model.pt', weights_only=True)
+    assert all(torch.equal(v, last[f'model.{k}']) for k, v in weights.items())
+
+
 def test_sampled_architecture_keeps_to_the_budget(tmp_path):
     assert main(['search', '--epochs', '2', '--derive', 'sample', '--param-budget', '150000', '--output', str(tmp_path),
                  *QUICK]) == 0
