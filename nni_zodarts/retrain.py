@@ -99,7 +99,7 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
                                         filename='best', enable_version_counter=False)
     latest = latest_checkpoint(output / 'checkpoints')
     trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, precision=precision,
-                         callbacks=[RNGStateCheckpoint(), latest, *([best] if 'val' in evals else [])],
+                         callbacks=[RNGStateCheckpoint(), *([best] if 'val' in evals else []), latest],
                          logger=[pl.loggers.CSVLogger(output / 'logs', name='retrain'),
                                  pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')],
                          enable_progress_bar=not quiet, enable_model_summary=False, num_sanity_val_steps=0,
