@@ -68,6 +68,8 @@ def run_job(job: str, seed: int, args) -> dict:
         if budget:
             lower, upper = budget_window(budget, seed, args)
             command += ['--param-budget', f'{lower}:{upper}']
+            if not out.exists():
+                share_search_prefix(out, command, args.runs / args.dataset / method / f'seed{seed}')
         resume = out.exists()
     _same_settings(out, command)
     if command[0] == 'run' and searched.exists():            # the search is done: retrain (or resume retraining)
@@ -87,6 +89,30 @@ def run_job(job: str, seed: int, args) -> dict:
             'search_seconds': search_config.get('search_seconds') or 0.0, 'retrain_seconds': metrics['seconds'],
             'retrain_epochs': metrics['epochs'], 'device': device_label(metrics),
             'date': datetime.date.today().isoformat()}
+
+
+def share_search_prefix(out: Path, command: list[str], unconstrained: Path) -> None:
+    """Start a budgeted search where the unconstrained search of the same seed was at the end of its last epoch
+    before the size phase (``size_phase_start.ckpt``): the budget acts only from there on (spec §6), so those epochs
+    are the same computation, done once (tests/test_reproduce.py checks the result equals a search from scratch).
+    Only when the unconstrained run's command (``job.json``) is this one without the budget. Its history rows come
+    along, so ``search_seconds`` still counts the whole search."""
+    from nni_zodarts.checkpointing import LATEST, SIZE_PHASE
+
+    snapshot, job = unconstrained / 'search' / 'checkpoints' / SIZE_PHASE, unconstrained / 'job.json'
+    at = command.index('--param-budget')
+    free = [str(unconstrained) if arg == str(out) else arg for arg in command[:at] + command[at + 2:]]
+    if not snapshot.exists() or not job.exists() or json.loads(job.read_text()) != free:
+        return
+    state = torch.load(snapshot, map_location='cpu', weights_only=False)
+    # ModelCheckpoint's state names the other run's files: this run's starts afresh
+    state['callbacks'] = {k: v for k, v in state['callbacks'].items() if not k.startswith('ModelCheckpoint')}
+    (out / 'search' / 'checkpoints').mkdir(parents=True)
+    torch.save(state, out / 'search' / 'checkpoints' / LATEST)
+    for name in ('search_history.csv', 'alpha_history.csv'):
+        history = pd.read_csv(unconstrained / 'search' / name)
+        history[history['epoch'] <= state['epoch']].to_csv(out / 'search' / name, index=False)
+    print(f'{out}: the search starts from {snapshot} (epochs 0-{state["epoch"]}, before the budget acts)', flush=True)
 
 
 def device_label(metrics: dict) -> str:

@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
-__all__ = ['RNGStateCheckpoint', 'latest_checkpoint', 'without_nan_fill', 'LATEST']
+__all__ = ['RNGStateCheckpoint', 'SizePhaseSnapshot', 'latest_checkpoint', 'without_nan_fill', 'LATEST', 'SIZE_PHASE']
 
 LATEST = 'latest.ckpt'
+SIZE_PHASE = 'size_phase_start.ckpt'
 
 
 class RNGStateCheckpoint(pl.Callback):
@@ -40,6 +42,21 @@ def latest_checkpoint(directory) -> pl.callbacks.ModelCheckpoint:
     and retraining resume from the same point of an epoch."""
     return pl.callbacks.ModelCheckpoint(dirpath=directory, filename=LATEST[:-5], save_top_k=1,
                                         save_on_train_epoch_end=True, enable_version_counter=False)
+
+
+class SizePhaseSnapshot(pl.callbacks.Checkpoint):
+    """``directory/size_phase_start.ckpt``: the state at the end of the last epoch before the size phase (a
+    ZO-DARTS++ module's ``size_start``). The budget acts only from there on (spec §6), so searches that differ only
+    in ``param_budget`` are identical up to this point and one can continue from another's snapshot
+    (``benchmarks.reproduce`` does). A ``Checkpoint``, so that Lightning calls it where it calls
+    ``ModelCheckpoint``: after the module's epoch-end hooks, which makes the file the same as ``latest.ckpt`` then."""
+
+    def __init__(self, directory):
+        self.path = Path(directory) / SIZE_PHASE
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.current_epoch == getattr(pl_module, 'size_start', 0) - 1:     # NNI's DARTS has no size phase
+            trainer.save_checkpoint(self.path)
 
 
 def without_nan_fill() -> None:

@@ -13,7 +13,7 @@ import torch
 
 from .data import PAPER_SEARCH_BATCH, DataError, load_medmnist, make_loader, search_split
 from .files import prepare_output, read_json, write_csv, write_json
-from .checkpointing import LATEST, RNGStateCheckpoint, latest_checkpoint, without_nan_fill
+from .checkpointing import LATEST, RNGStateCheckpoint, SizePhaseSnapshot, latest_checkpoint, without_nan_fill
 from .distributed import ZODartsDDP, launched_rank
 from .strategy import ZODartsPP
 
@@ -182,9 +182,9 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
                pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')]
     trainer = Trainer(max_epochs=epochs, accelerator=accelerator, devices=devices, logger=loggers,
                       strategy=ZODartsDDP() if devices > 1 else 'auto',
-                      callbacks=[recorder, RNGStateCheckpoint(), checkpoints], enable_progress_bar=not quiet,
-                      enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, deterministic=True,
-                      log_every_n_steps=1)
+                      callbacks=[recorder, RNGStateCheckpoint(), checkpoints, SizePhaseSnapshot(output / 'checkpoints')],
+                      enable_progress_bar=not quiet, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=0, deterministic=True, log_every_n_steps=1)
     without_nan_fill()
     last = output / 'checkpoints' / LATEST
     evaluator = Lightning(SearchModule(data.n_classes, learning_rate, schedule_epochs=schedule_epochs or epochs), trainer,

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.reproduce import COLUMNS, derive_budgets, random_architecture, summarise, target_lines
+from benchmarks.reproduce import (COLUMNS, derive_budgets, random_architecture, share_search_prefix, summarise,
+                                  target_lines)
 from nni_zodarts.retrain import build_model
+from test_reliability import final_alpha
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,3 +80,35 @@ def test_targets_compare_the_means_with_the_papers_and_with_unconstrained():
     assert target_lines(summarise(frame))[1].endswith('-3.0 points of ACC: missed')
     one_seed = target_lines(summarise(frame[frame.seed == 0]))
     assert '(1 seed)' in one_seed[1] and one_seed[0].endswith('-0.5 points, missed so far (the target is a 3-seed mean)')
+
+
+def test_a_budgeted_search_starts_from_the_unconstrained_snapshot_and_ends_as_if_run_alone(tmp_path):
+    # The size phase (and the budget) starts at epoch 1; 160 images at batch 16 make two alpha steps per epoch (the
+    # first Adam step after the size phase's reset moves by lr * sign, whatever the budget).
+    two_epochs = ['--search-epochs', '2', '--max-samples', '160']
+    shared = _reproduce(tmp_path / 'shared', *two_epochs, '--jobs', 'zodartspp', 'zodartspp-small')
+    alone = _reproduce(tmp_path / 'alone', *two_epochs, '--jobs', 'zodartspp-small')
+    assert 'the search starts from' in shared.stdout and 'the search starts from' not in alone.stdout
+
+    def search(root, job):
+        return root / 'runs' / 'breastmnist' / job / 'seed0' / 'search'
+
+    free, forked, scratch = search(tmp_path / 'shared', 'zodartspp'), *(search(tmp_path / d, 'zodartspp-small')
+                                                                         for d in ('shared', 'alone'))
+    epoch0 = [pd.read_csv(d / 'search_history.csv').iloc[0] for d in (free, forked)]
+    assert epoch0[0]['seconds'] == epoch0[1]['seconds']                      # epoch 0 was taken over, not redone
+    a, b, c = (final_alpha(d) for d in (forked, scratch, free))
+    assert (a[['label', 'choice']] == b[['label', 'choice']]).all().all()
+    assert a['probability'].sub(b['probability']).abs().max() < 1e-5
+    assert a['probability'].sub(c['probability']).abs().max() > 1e-3        # the budget acted after the snapshot
+    assert json.loads((forked / 'architecture.json').read_text()) == json.loads((scratch / 'architecture.json')
+                                                                                .read_text())
+    rows = [pd.read_csv(d / 'results' / 'reproduction.csv').iloc[-1] for d in (tmp_path / 'shared', tmp_path / 'alone')]
+    assert rows[0]['params'] == rows[1]['params'] and rows[0]['test_acc'] == rows[1]['test_acc']
+
+    other = tmp_path / 'other'                                  # an unconstrained run with other settings is not used
+    command = json.loads((free.parent / 'job.json').read_text())
+    command = [str(other) if arg == str(free.parent) else arg for arg in command]
+    command[command.index('--seed') + 1] = '5'
+    share_search_prefix(other, [*command, '--param-budget', '0:1000'], free.parent)
+    assert not other.exists()
