@@ -12,7 +12,9 @@ Every run goes through the ``nni-zodarts`` CLI in its own process, under ``--run
 and is resumed from its checkpoints when started again; a finished run appends one row to
 ``docs/results/reproduction.csv`` and is skipped from then on. Budget windows are the paper's (spec §6 table);
 for data sets it does not list they are derived as the paper does: 300 architectures sampled from each of the
-unconstrained runs' final probabilities, small = [0, P20], medium = [P40, P60].
+unconstrained runs' final probabilities, small = [0, P20], medium = [P40, P60]. A budgeted search whose
+unconstrained run (same seed and settings) has passed the size phase's start continues from that run's state there:
+the budget acts only from then on, so the epochs before it would be the same computation.
 """
 from __future__ import annotations
 
