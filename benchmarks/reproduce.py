@@ -110,10 +110,11 @@ def share_search_prefix(out: Path, command: list[str], unconstrained: Path) -> N
     # ModelCheckpoint's state names the other run's files: this run's starts afresh
     state['callbacks'] = {k: v for k, v in state['callbacks'].items() if not k.startswith('ModelCheckpoint')}
     (out / 'search' / 'checkpoints').mkdir(parents=True)
-    torch.save(state, out / 'search' / 'checkpoints' / LATEST)
     for name in ('search_history.csv', 'alpha_history.csv'):
         history = pd.read_csv(unconstrained / 'search' / name)
         history[history['epoch'] <= state['epoch']].to_csv(out / 'search' / name, index=False)
+    # the checkpoint last: killed before it, the run starts from scratch (and drops these rows as it goes)
+    torch.save(state, out / 'search' / 'checkpoints' / LATEST)
     print(f'{out}: the search starts from {snapshot} (epochs 0-{state["epoch"]}, before the budget acts)', flush=True)
 
 
