@@ -110,7 +110,7 @@ class RetrainModule(pl.LightningModule):
         if not self.trainer.sanity_checking:
             self.log_dict(metrics, prog_bar=False)
             if 'val_acc' in metrics:    # float64: float32 cannot hold the tie-break (< 1e-4, below one ACC step)
-                select = metrics['val_acc'] - 1e-6 * min(metrics['val_loss'], 100.0)
+                select = selection_score(metrics['val_acc'], metrics['val_loss'])
                 self.log('val_select', torch.tensor(select, dtype=torch.float64))
             self.history.append({'epoch': self.current_epoch, **metrics})
 
@@ -129,6 +129,11 @@ class RetrainModule(pl.LightningModule):
             return [opt], [cosine]
         warmup = torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.01, total_iters=self.warmup_epochs)
         return [opt], [torch.optim.lr_scheduler.SequentialLR(opt, [warmup, cosine], milestones=[self.warmup_epochs])]
+
+
+def selection_score(val_acc: float, val_loss: float) -> float:
+    """The checkpoint-selection score: validation accuracy, ties going to the lower validation loss."""
+    return val_acc - 1e-6 * np.minimum(val_loss, 100.0)       # floats or per-epoch columns alike
 
 
 def max_over_epochs(history: list[dict], key: str) -> float:

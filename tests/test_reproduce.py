@@ -10,6 +10,7 @@ import pandas as pd
 
 from benchmarks.reproduce import (COLUMNS, derive_budgets, random_architecture, share_search_prefix, summarise,
                                   target_lines)
+from benchmarks.selection import read_runs
 from nni_zodarts.retrain import build_model
 from test_reliability import final_alpha
 
@@ -38,6 +39,9 @@ def test_every_method_appends_one_row_and_a_rerun_skips_it(tmp_path):
     drawn = json.loads((tmp_path / 'runs' / 'breastmnist' / 'random' / 'seed0' / 'search' / 'architecture.json').read_text())
     assert drawn == random_architecture(0) != random_architecture(1)
     assert rows['params'].iloc[3] == sum(p.numel() for p in build_model(drawn, 'size_variable', {}).parameters())
+
+    # the reported test ACC (selected checkpoint, reloaded and tested) is the one logged at its epoch
+    assert read_runs(tmp_path / 'runs', csv)['val ACC (the table)'].tolist() == rows['test_acc'].tolist()
 
     recorded = tmp_path / 'results' / 'architectures' / 'breastmnist'    # every row's network, kept with the CSV
     assert sorted(f.name for f in recorded.iterdir()) == ['darts-seed0.json', 'random-seed0.json', 'zodartspp-seed0.json']
