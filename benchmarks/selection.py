@@ -27,19 +27,26 @@ RULES = {
 }
 
 
+def finished_runs(runs: Path, csv: Path):
+    """``(row, run folder)`` for every row of ``csv`` whose run folder (with its retraining) is under ``runs``."""
+    for row in pd.read_csv(csv, keep_default_na=False, dtype={'budget': str}).itertuples():
+        job = row.method + (f'-{row.budget}' if row.budget else '')
+        folder = runs / row.dataset / job / f'seed{row.seed}'
+        if (folder / 'retrain').exists():
+            yield row, folder
+
+
 def read_runs(runs: Path, csv: Path) -> pd.DataFrame:
-    """One row per finished run (a row in ``csv``): its test ACC under every rule."""
-    done = pd.read_csv(csv, keep_default_na=False, dtype={'budget': str})
+    """One row per finished run: its test ACC under every rule."""
     rows = []
-    for r in done.itertuples():
-        job = r.method + (f'-{r.budget}' if r.budget else '')
-        history = runs / r.dataset / job / f'seed{r.seed}' / 'retrain' / 'retrain_history.csv'
+    for r, folder in finished_runs(runs, csv):
+        history = folder / 'retrain' / 'retrain_history.csv'
         if not history.exists():
             continue
         h = pd.read_csv(history).drop_duplicates('epoch', keep='last').reset_index(drop=True)
         if len(h) != r.retrain_epochs:          # a row from another retraining length than these runs' histories
             continue
-        rows.append({'dataset': r.dataset, 'job': job, 'seed': r.seed, 'epochs': r.retrain_epochs,
+        rows.append({'dataset': r.dataset, 'job': folder.parent.name, 'seed': r.seed, 'epochs': r.retrain_epochs,
                      **{name: rule(h) for name, rule in RULES.items()}})
     return pd.DataFrame(rows)
 
