@@ -153,7 +153,8 @@ def test_perturbed_weights_differ_from_w_only_through_alpha(monkeypatch, scale):
 
     def recording_step(self, val_batch, batch_idx):
         weights = self._names()[1]
-        gaps.extend(max(float((c.weights[n] - p).abs().max()) for n, p in weights.items()) for c in self._window.copies)
+        gaps.extend(max(float((c.weights[n] - p).detach().abs().max()) for n, p in weights.items())
+                    for c in self._window.copies)
         return step(self, val_batch, batch_idx)
 
     monkeypatch.setattr(ZODartsPPModule, '_architecture_step', recording_step)
