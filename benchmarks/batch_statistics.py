@@ -19,25 +19,21 @@ from torch import nn
 
 from nni_zodarts.data import PAPER_RETRAIN_BATCH, DataError, load_medmnist, make_loader
 from nni_zodarts.files import read_json
-from nni_zodarts.retrain import build_model
-from nni_zodarts.training import medmnist_metrics
+from nni_zodarts.retrain import build_model, evaluate
 
-from .selection import ROOT, finished_runs
+from .reproduce import ROOT
+from .selection import finished_runs
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, images, labels, task: str, batch_size: int, batch_statistics: bool) -> float:
     """Test ACC in batches of ``batch_size``, BN normalising with running or with each batch's statistics. The
     model is left as it was (a copy runs with batch statistics, whose forward passes move the running ones)."""
+    model = copy.deepcopy(model).eval() if batch_statistics else model.eval()
     if batch_statistics:
-        model = copy.deepcopy(model).eval()
         for module in model.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.train()
-    else:
-        model.eval()
-    outputs = [(model(x), y) for x, y in make_loader(images, labels, batch_size, train=False)]
-    return medmnist_metrics(torch.cat([o for o, _ in outputs]), torch.cat([y for _, y in outputs]), task)[0]
+    return evaluate(model, make_loader(images, labels, batch_size, train=False), task)[0]
 
 
 def main() -> None:

@@ -44,10 +44,15 @@ PAPER_BEST = {'breastmnist': 0.885, 'pneumoniamnist': 0.946, 'retinamnist': 0.52
 TARGET_SOURCE = {'retinamnist': "MedMNIST v2's ResNet-18 (28)"}
 
 
+def run_folder(runs: Path, dataset: str, job: str, seed: int) -> Path:
+    """Where one job's run lives (``job``: a method, or ``method-budget``)."""
+    return runs / dataset / job / f'seed{seed}'
+
+
 def run_job(job: str, seed: int, args) -> dict:
     """Search (unless ResNet-18 or random) and retrain one job, resuming what a previous invocation left."""
     method, _, budget = job.partition('-')
-    out = args.runs / args.dataset / job / f'seed{seed}'
+    out = run_folder(args.runs, args.dataset, job, seed)
     common = ['--dataset', args.dataset, '--seed', str(seed), '--preset', args.preset, '--quiet', '--accelerator',
               args.accelerator, *(['--data-root', str(args.data_root)] if args.data_root else []),
               *(['--max-samples', str(args.max_samples)] if args.max_samples else [])]
@@ -71,7 +76,7 @@ def run_job(job: str, seed: int, args) -> dict:
             lower, upper = budget_window(budget, seed, args)
             command += ['--param-budget', f'{lower}:{upper}']
             if not out.exists():
-                share_search_prefix(out, command, args.runs / args.dataset / method / f'seed{seed}')
+                share_search_prefix(out, command, run_folder(args.runs, args.dataset, method, seed))
         resume = out.exists()
     _same_settings(out, command)
     if command[0] == 'run' and searched.exists():            # the search is done: retrain (or resume retraining)
@@ -169,7 +174,7 @@ def derive_budgets(args, samples_per_run: int = 300) -> dict[str, tuple[int, int
     from nni_zodarts.search import sample_architecture
     from search_spaces import create_space
 
-    runs = [args.runs / args.dataset / 'zodartspp' / f'seed{s}' / 'search' / 'probabilities.json' for s in args.seeds]
+    runs = [run_folder(args.runs, args.dataset, 'zodartspp', s) / 'search' / 'probabilities.json' for s in args.seeds]
     runs = [path for path in runs if path.exists()]
     if len(runs) < len(args.seeds):
         raise SystemExit(f'the {args.dataset} budgets come from the unconstrained runs: finish those first '

@@ -17,7 +17,8 @@ import pandas as pd
 
 from nni_zodarts.training import selection_score
 
-ROOT = Path(__file__).resolve().parents[1]
+from .reproduce import ROOT, run_folder
+
 RULES = {
     'val ACC (the table)': lambda h: h.test_acc[selection_score(h.val_acc, h.val_loss).idxmax()],
     'lowest val loss': lambda h: h.test_acc[h.val_loss.idxmin()],
@@ -30,8 +31,7 @@ RULES = {
 def finished_runs(runs: Path, csv: Path):
     """``(row, run folder)`` for every row of ``csv`` whose run folder (with its retraining) is under ``runs``."""
     for row in pd.read_csv(csv, keep_default_na=False, dtype={'budget': str}).itertuples():
-        job = row.method + (f'-{row.budget}' if row.budget else '')
-        folder = runs / row.dataset / job / f'seed{row.seed}'
+        folder = run_folder(runs, row.dataset, row.method + (f'-{row.budget}' if row.budget else ''), row.seed)
         if (folder / 'retrain').exists():
             yield row, folder
 

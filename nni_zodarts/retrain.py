@@ -115,7 +115,7 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
         best_checkpoint = torch.load(best.best_model_path, map_location='cpu', weights_only=True)
         module.load_state_dict(best_checkpoint['state_dict'])
         selected = int(best_checkpoint['epoch'])
-    test_acc, test_auc = _test(module, eval_loaders[-1])
+    test_acc, test_auc = evaluate(module.eval(), eval_loaders[-1], module.task)
     torch.save(module.model.state_dict(), output / 'model.pt')
     write_csv(output / 'retrain_history.csv', pd.DataFrame(module.history))
     metrics = {
@@ -135,10 +135,11 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
 
 
 @torch.no_grad()
-def _test(module: RetrainModule, loader) -> tuple[float, float]:
-    module.eval()
-    outputs = [(module(x.to(module.device)), y) for x, y in loader]
-    return medmnist_metrics(torch.cat([o for o, _ in outputs]), torch.cat([y for _, y in outputs]), module.task)
+def evaluate(model: torch.nn.Module, loader, task: str) -> tuple[float, float]:
+    """(ACC, AUC) of ``model`` over ``loader`` on the model's device, in whatever train/eval mode it is in."""
+    device = next(model.parameters()).device
+    outputs = [(model(x.to(device)), y) for x, y in loader]
+    return medmnist_metrics(torch.cat([o for o, _ in outputs]), torch.cat([y for _, y in outputs]), task)
 
 
 def export_onnx(model: torch.nn.Module, channels: int, image_size: int, path: Path) -> str:
