@@ -62,7 +62,7 @@ def load_medmnist(flag: str, root: str | Path | None = None, size: int = 28, dow
     path = root / f'{flag}{suffix}.npz'
     if not path.exists() and not download:
         raise DataError(f'{path} not found: pass --data-root with the folder holding {path.name} '
-                        f'(or --download, where the network allows)')
+                        f'(nni-zodarts search/retrain/run also take --download, where the network allows)')
     dataset_class = getattr(medmnist, info['python_class'])
     splits = {}
     try:
