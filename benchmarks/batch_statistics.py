@@ -9,20 +9,15 @@ both ways; nothing is retrained. With running statistics it must give the CSV's 
 """
 from __future__ import annotations
 
-import argparse
 import copy
-from pathlib import Path
 
 import pandas as pd
-import torch
 from torch import nn
 
-from nni_zodarts.data import PAPER_RETRAIN_BATCH, DataError, load_medmnist, make_loader
-from nni_zodarts.files import read_json
-from nni_zodarts.retrain import build_model, evaluate
+from nni_zodarts.data import PAPER_RETRAIN_BATCH, make_loader
+from nni_zodarts.retrain import evaluate
 
-from .reproduce import ROOT
-from .selection import finished_runs
+from .finished import parse_arguments, reported_models
 
 
 def accuracy(model: nn.Module, images, labels, task: str, batch_size: int, batch_statistics: bool) -> float:
@@ -37,24 +32,9 @@ def accuracy(model: nn.Module, images, labels, task: str, batch_size: int, batch
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--data-root', type=Path, default=None, help='folder with <flag>.npz (Breast is embedded)')
-    parser.add_argument('--runs', type=Path, default=ROOT / 'runs' / 'reproduce')
-    parser.add_argument('--results', type=Path, default=ROOT / 'docs' / 'results' / 'reproduction.csv')
-    args = parser.parse_args()
-    rows, data = [], {}
-    for r, folder in finished_runs(args.runs, args.results):
-        if not (folder / 'retrain' / 'model.pt').exists():
-            continue
-        if r.dataset not in data:
-            try:
-                data[r.dataset] = load_medmnist(r.dataset, args.data_root if r.dataset != 'breastmnist' else None)
-            except DataError as err:
-                raise SystemExit(f'{err}') from None
-        d, config = data[r.dataset], read_json(folder / 'search' / 'search_config.json')
-        model = build_model(read_json(folder / 'search' / 'architecture.json'), config['space'],
-                            {**config.get('space_kwargs', {}), 'in_channels': d.n_channels, 'num_classes': d.n_classes})
-        model.load_state_dict(torch.load(folder / 'retrain' / 'model.pt', map_location='cpu', weights_only=True))
+    args = parse_arguments(__doc__)
+    rows = []
+    for r, folder, model, d in reported_models(args.runs, args.results, args.data_root):
         batch = PAPER_RETRAIN_BATCH[r.dataset]
         test = (*d.splits['test'], d.task)
         rows.append({'dataset': r.dataset, 'job': folder.parent.name, 'seed': r.seed, 'batch': batch,

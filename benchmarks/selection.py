@@ -10,14 +10,13 @@ does not offer another protocol.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pandas as pd
 
 from nni_zodarts.training import selection_score
 
-from .reproduce import ROOT, run_folder
+from .finished import finished_runs, parse_arguments
 
 RULES = {
     'val ACC (the table)': lambda h: h.test_acc[selection_score(h.val_acc, h.val_loss).idxmax()],
@@ -26,14 +25,6 @@ RULES = {
     'mean of all epochs': lambda h: h.test_acc.mean(),
     'max (papers)': lambda h: h.test_acc.max(),
 }
-
-
-def finished_runs(runs: Path, csv: Path):
-    """``(row, run folder)`` for every row of ``csv`` whose run folder (with its retraining) is under ``runs``."""
-    for row in pd.read_csv(csv, keep_default_na=False, dtype={'budget': str}).itertuples():
-        folder = run_folder(runs, row.dataset, row.method + (f'-{row.budget}' if row.budget else ''), row.seed)
-        if (folder / 'retrain').exists():
-            yield row, folder
 
 
 def read_runs(runs: Path, csv: Path) -> pd.DataFrame:
@@ -52,10 +43,7 @@ def read_runs(runs: Path, csv: Path) -> pd.DataFrame:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--runs', type=Path, default=ROOT / 'runs' / 'reproduce')
-    parser.add_argument('--results', type=Path, default=ROOT / 'docs' / 'results' / 'reproduction.csv')
-    args = parser.parse_args()
+    args = parse_arguments(__doc__, data_root=False)
     frame = read_runs(args.runs, args.results)
     if frame.empty:
         raise SystemExit(f'no finished run with a retrain_history.csv under {args.runs}: run benchmarks.reproduce first')
