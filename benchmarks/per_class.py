@@ -46,14 +46,15 @@ def main() -> None:
     rows, classes = [], {}
     for r, folder, model, d in reported_models(args.runs, args.results, args.data_root):
         names = list(INFO[r.dataset]['label'].values())
-        split_shares = classes[r.dataset] = names, {s: shares(d.splits[s][1], d.n_classes) for s in ('val', 'test')}
+        split_shares = {s: shares(d.splits[s][1], d.n_classes) for s in ('val', 'test')}
+        classes[r.dataset] = names, split_shares
         for split in ('val', 'test'):
             images, labels = d.splits[split]
             predictions = predict(model, images, labels)
             recall = recalls(predictions, labels, d.n_classes)
             rows.append({'dataset': r.dataset, 'job': folder.parent.name, 'seed': r.seed, 'split': split,
                          'ACC': float((predictions == labels).double().mean()),
-                         "ACC at val's class shares": accuracy_at(recall, split_shares[1]['val']),
+                         "ACC at val's class shares": accuracy_at(recall, split_shares['val']),
                          **{f'recall: {name}': float(x) for name, x in zip(names, recall)}})
     if not rows:
         raise SystemExit(f'no finished run with a model.pt under {args.runs}: run benchmarks.reproduce first')
