@@ -7,11 +7,15 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import torch
 
+from benchmarks.finished import reported_models
 from benchmarks.reproduce import (COLUMNS, derive_budgets, random_architecture, share_search_prefix, summarise,
                                   target_lines)
 from benchmarks.selection import read_runs
-from nni_zodarts.retrain import build_model
+from nni_zodarts.data import make_loader
+from nni_zodarts.retrain import build_model, evaluate
 from test_reliability import final_alpha
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +46,13 @@ def test_every_method_appends_one_row_and_a_rerun_skips_it(tmp_path):
 
     # the reported test ACC (selected checkpoint, reloaded and tested) is the one logged at its epoch
     assert read_runs(tmp_path / 'runs', csv)['val ACC (the table)'].tolist() == rows['test_acc'].tolist()
+    # ... and the weights it reports, rebuilt in a fresh network (what per_class and batch_statistics read), test so
+    reported = list(reported_models(tmp_path / 'runs', csv, None))
+    assert [row.method for row, *_ in reported] == rows['method'].tolist()
+    with torch.no_grad():
+        accs = [evaluate(model.eval(), make_loader(*d.splits['test'], 512, train=False), d.task)[0]
+                for *_, model, d in reported]
+    assert accs == pytest.approx(rows['test_acc'].tolist(), abs=1e-9)
 
     recorded = tmp_path / 'results' / 'architectures' / 'breastmnist'    # every row's network, kept with the CSV
     assert sorted(f.name for f in recorded.iterdir()) == ['darts-seed0.json', 'random-seed0.json', 'zodartspp-seed0.json']
