@@ -42,6 +42,7 @@ PAPER_BUDGETS = {   # spec §6: (lower, upper) parameters of "small" (size 1) an
 # Spec §11: the best ACC any method reaches in the papers' tables, and MedMNIST v2's ResNet-18 (28) for Retina.
 PAPER_BEST = {'breastmnist': 0.885, 'pneumoniamnist': 0.946, 'retinamnist': 0.524}
 TARGET_SOURCE = {'retinamnist': "MedMNIST v2's ResNet-18 (28)"}
+ISSUE_RUNS = (('breastmnist', 'retinamnist', 'pneumoniamnist'), (1, 2, 3))    # issue 6: data sets x seeds, all JOBS
 
 
 def run_folder(runs: Path, dataset: str, job: str, seed: int) -> Path:
@@ -218,6 +219,7 @@ def report(csv: Path) -> None:
     print()
     for line in target_lines(table):
         print(line)
+    print(f'\nStill to run for issue 6: {missing_runs(frame) or "nothing"}.')
     for dataset, rows in frame.groupby('dataset'):
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for i, (variant, group) in enumerate(rows.groupby('variant')):
@@ -277,6 +279,19 @@ def target_lines(table: pd.DataFrame) -> list[str]:
                 lines.append(f'- {dataset} {budget} ({_seeds(r.seeds)}): {size} parameters than unconstrained, '
                              f'{delta:+.1f} points of ACC: ' + _verdict(verdict, min(r.seeds, free.seeds)))
     return lines
+
+
+def missing_runs(frame: pd.DataFrame) -> str:
+    """Issue 6's runs (``ISSUE_RUNS`` x ``JOBS``) without a row in ``frame``, e.g. ``retinamnist darts seeds 2, 3``."""
+    done = {(r.dataset, r.method + (f'-{r.budget}' if r.budget else ''), int(r.seed)) for r in frame.itertuples()}
+    datasets, seeds = ISSUE_RUNS
+    missing = []
+    for dataset in datasets:
+        for job in JOBS:
+            left = [str(s) for s in seeds if (dataset, job, s) not in done]
+            if left:
+                missing.append(f'{dataset} {job} seed{"s" if len(left) > 1 else ""} {", ".join(left)}')
+    return '; '.join(missing)
 
 
 def main() -> None:

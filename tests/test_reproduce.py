@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from benchmarks.finished import reported_models
-from benchmarks.reproduce import (COLUMNS, derive_budgets, random_architecture, share_search_prefix, summarise,
-                                  target_lines)
+from benchmarks.reproduce import (COLUMNS, derive_budgets, missing_runs, random_architecture, share_search_prefix,
+                                  summarise, target_lines)
 from benchmarks.selection import read_runs
 from nni_zodarts.data import make_loader
 from nni_zodarts.retrain import build_model, evaluate
@@ -95,6 +95,17 @@ def test_targets_compare_the_means_with_the_papers_and_with_unconstrained():
     assert target_lines(summarise(frame))[1].endswith('-3.0 points of ACC: missed')
     one_seed = target_lines(summarise(frame[frame.seed == 0]))
     assert '(1 seed)' in one_seed[1] and one_seed[0].endswith('-0.5 points, missed so far (the target is a 3-seed mean)')
+
+
+def test_missing_runs_lists_each_job_seeds_without_a_row():
+    done = [(d, m, b, s) for d in ('breastmnist', 'retinamnist', 'pneumoniamnist') for s in (1, 2, 3)
+            for m, b in (('zodartspp', ''), ('darts', ''), ('resnet18', ''), ('zodartspp', 'small'),
+                         ('zodartspp', 'medium'), ('random', ''))]
+    frame = pd.DataFrame(done, columns=['dataset', 'method', 'budget', 'seed'])
+    assert missing_runs(frame) == ''
+    drop = ((frame.dataset == 'retinamnist') & (frame.method == 'darts') & (frame.seed > 1)) | (
+        (frame.dataset == 'pneumoniamnist') & (frame.budget == 'small') & (frame.seed == 3))
+    assert missing_runs(frame[~drop]) == 'retinamnist darts seeds 2, 3; pneumoniamnist zodartspp-small seed 3'
 
 
 def test_a_budgeted_search_starts_from_the_unconstrained_snapshot_and_ends_as_if_run_alone(tmp_path):
