@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cli_run import run_cli
-from nni_zodarts.training import SearchModule
+from nni_zodarts.training import RetrainModule, SearchModule
 
 QUICK = ['--max-samples', '48', '--batch-size', '8', '--quiet']
 SEARCH = ['search', '--epochs', '4', *QUICK]
@@ -72,10 +72,15 @@ def test_darts_search_killed_then_resumed_ends_like_an_uninterrupted_run(tmp_pat
     assert run_cli([*darts, '--output', str(straight)]) == 0
     kill_when(darts, resumed, lambda: saved_epoch(resumed / 'checkpoints' / 'latest.ckpt') >= 1)
     assert not (resumed / 'architecture.json').exists()
+    epoch_done = saved_epoch(resumed / 'checkpoints' / 'latest.ckpt')
+    before = pd.read_csv(resumed / 'search_history.csv')
     assert run_cli([*darts, '--resume', '--output', str(resumed)]) == 0
     a, b = final_alpha(straight), final_alpha(resumed)
     assert (a[['label', 'choice']] == b[['label', 'choice']]).all().all()
     assert b['probability'].sub(a['probability']).abs().max() < 1e-5     # Adam's state went back to its own alpha
+    after = pd.read_csv(resumed / 'search_history.csv')                 # and the saved epochs were not run again
+    kept = after[after['epoch'] <= epoch_done]['seconds'].tolist()
+    assert kept == before[before['epoch'] <= epoch_done]['seconds'].tolist()
 
 
 def saved_epoch(path: Path) -> int:
@@ -86,13 +91,18 @@ def saved_epoch(path: Path) -> int:
         return -1
 
 
-def test_retrain_killed_then_resumed_ends_like_an_uninterrupted_run(reference, tmp_path):
+def test_retrain_killed_then_resumed_ends_like_an_uninterrupted_run(reference, tmp_path, monkeypatch):
     command = ['retrain', '--arch', str(reference / 'architecture.json'), '--epochs', '4', *QUICK]
     straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
     assert run_cli([*command, '--output', str(straight)]) == 0
     kill_when(command, resumed, lambda: saved_epoch(resumed / 'checkpoints' / 'latest.ckpt') >= 1)
+    epoch_done = saved_epoch(resumed / 'checkpoints' / 'latest.ckpt')
     seconds_at_kill = torch.load(resumed / 'checkpoints' / 'latest.ckpt', weights_only=False)['fit_seconds']
+    trained, step = set(), RetrainModule.training_step
+    monkeypatch.setattr(RetrainModule, 'training_step',
+                        lambda self, *args: trained.add(self.current_epoch) or step(self, *args))
     assert run_cli([*command, '--resume', '--output', str(resumed)]) == 0
+    assert min(trained) == epoch_done + 1                               # the saved epochs were not run again
     a, b = (json.loads((d / 'retrain_metrics.json').read_text()) for d in (straight, resumed))
     assert b['seconds'] > seconds_at_kill > 0                           # training time adds up over the resume
     history = pd.read_csv(straight / 'retrain_history.csv')
