@@ -88,6 +88,27 @@ def test_budget_forms():
     assert parse_budget((10, 20)) == (10.0, 20.0)
 
 
+def test_most_probable_within_window_is_the_best_of_all_architectures_inside_it():
+    poly = mutated(TinySpace()).polynomial
+    every = [dict(zip(poly.choices, values)) for values in itertools.product(*poly.choices.values())]
+    counts = sorted({poly.count(arch) for arch in every})
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    for i, j in ((1, -2), (2, -4), (3, 8), (0, 5), (5, 9), (6, 6)):     # windows between two counts of the space
+        probs = {lab: torch.distributions.Dirichlet(torch.ones(len(c), dtype=torch.float64)).sample()
+                 for lab, c in poly.choices.items()}
+        lower, upper = counts[i], counts[j]
+        start = {lab: c[int(probs[lab].argmax())] for lab, c in poly.choices.items()}
+        arch, params, inside = poly.most_probable_within(probs, lower, upper, start, generator=g)
+
+        def log_prob(a):
+            return sum(float(probs[lab][poly.choices[lab].index(a[lab])].log()) for lab in poly.choices)
+
+        best = max((a for a in every if lower <= poly.count(a) <= upper), key=log_prob)
+        assert inside and lower <= params <= upper and params == poly.count(arch)
+        assert log_prob(arch) == pytest.approx(log_prob(best))
+
+
 def test_most_probable_within_window():
     poly = mutated(SizeVariableSpace()).polynomial
     probs = {lab: torch.full((len(c),), 1 / len(c), dtype=torch.float64) for lab, c in poly.choices.items()}
