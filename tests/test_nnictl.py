@@ -81,6 +81,14 @@ def test_report_collects_the_sweep(smoke_experiment, tmp_path):
     assert plot_pareto(frame, tmp_path / 'pareto.png', 'test_acc').read_bytes()[:4] == b'\x89PNG'
 
 
+def test_pareto_front_keeps_the_trials_no_smaller_or_equal_one_beats():
+    import pandas as pd
+    from nni_zodarts.report import pareto_front
+    frame = pd.DataFrame({'params': [100, 200, 150, 300, 200, 400], 'default': [0.7, 0.8, 0.6, 0.75, 0.85, 0.9]},
+                         index=list('abcdef'))
+    assert list(pareto_front(frame).index) == ['a', 'e', 'f']       # c: a is smaller and better; b: e, same size
+
+
 def test_web_ui_trial_page_screenshot(smoke_experiment, tmp_path):
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
     if chromium is None:
