@@ -16,6 +16,8 @@ from benchmarks.reproduce import (COLUMNS, derive_budgets, missing_runs, random_
 from benchmarks.selection import read_runs
 from nni_zodarts.data import make_loader
 from nni_zodarts.retrain import build_model, evaluate
+from nni_zodarts.search import sample_architecture
+from search_spaces import create_space
 from test_reliability import final_alpha
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +79,15 @@ def test_every_method_appends_one_row_and_a_rerun_skips_it(tmp_path):
 
     args = argparse.Namespace(runs=tmp_path / 'runs', dataset='breastmnist', seeds=[0])
     budgets = derive_budgets(args, samples_per_run=50)
-    assert budgets['small'][0] == 0 < budgets['small'][1] <= budgets['medium'][0] <= budgets['medium'][1]
+    search = tmp_path / 'runs' / 'breastmnist' / 'zodartspp' / 'seed0' / 'search'     # spec §6, counted on frozen nets
+    probs = {label: dict(map(tuple, pairs))
+             for label, pairs in json.loads((search / 'probabilities.json').read_text()).items()}
+    space_kwargs = json.loads((search / 'search_config.json').read_text())['space_kwargs']
+    g = torch.Generator().manual_seed(0)
+    counts = torch.tensor([float(sum(p.numel() for p in create_space('size_variable', **space_kwargs).freeze(
+        sample_architecture(probs, g)).parameters())) for _ in range(50)], dtype=torch.float64)
+    q = counts.quantile(torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64)).tolist()
+    assert budgets == {'small': (0, round(q[0])), 'medium': (round(q[1]), round(q[2]))} and q[0] < q[2]
 
 
 def test_targets_compare_the_means_with_the_papers_and_with_unconstrained():
