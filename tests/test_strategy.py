@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 import torch
 from nni.nas.evaluator.pytorch import Classification
@@ -6,6 +8,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nni_zodarts import ZODartsPP
 from nni_zodarts.module import ZODartsPPModule, _clone_optimizer
+from nni_zodarts.sparsemax import sparsemax
 from spaces import FixedSpace, InputSpace, TinySpace
 
 
@@ -61,9 +64,23 @@ def test_search_exports_a_valid_architecture(mode):
     assert all(abs(sum(p.values()) - 1) < 1e-5 for p in probs.values())
 
 
-def test_the_step_writes_eq5_along_the_perturbation_each_copy_was_trained_with(monkeypatch):
+def expected_params_by_enumeration(alphas: dict, tau: float) -> torch.Tensor:
+    """E[#params] of TinySpace under sparsemax(alpha / tau), summed over its 36 frozen architectures."""
+    labels = TinySpace().simplify()
+    probs = {lab: sparsemax(alphas[lab] / tau) for lab in labels}
+    total = 0
+    for values in itertools.product(*(labels[lab].values for lab in labels)):
+        arch = dict(zip(labels, values))
+        weight = torch.stack([probs[lab][labels[lab].values.index(v)] for lab, v in arch.items()]).prod()
+        total = total + weight * n_params(TinySpace().freeze(arch))
+    return total
+
+
+@pytest.mark.parametrize('budget', [None, 250])
+def test_the_step_writes_eq5_along_the_perturbation_each_copy_was_trained_with(monkeypatch, budget):
     """The module's wiring of Eq. 5, recomputed from what it actually ran: the direction of each label from the
-    perturbed copy's alpha, the implicit term from the copy's weights, the gradients by a separate backward."""
+    perturbed copy's alpha, the implicit term from the copy's weights, the gradients by a separate backward; with a
+    budget, the objective adds (15 / tau) * hinge(E[params]) (spec §6), E[params] here by enumeration."""
     from torch.func import functional_call
 
     checked = []
@@ -79,6 +96,9 @@ def test_the_step_writes_eq5_along_the_perturbation_each_copy_was_trained_with(m
         x, y = val_batch
         loss = torch.nn.functional.cross_entropy(
             functional_call(self.model, {**params, **buffers, **{names[lab]: a for lab, a in alphas.items()}}, (x,)), y)
+        if budget is not None:
+            expected = expected_params_by_enumeration(alphas, self.temperature)
+            loss = loss + 15 / self.temperature * torch.clamp(expected - budget, min=0) / 100
         grads = dict(zip([*alphas, *params], torch.autograd.grad(loss, [*alphas.values(), *params.values()],
                                                                    allow_unused=True)))
         u = {lab: (copy.alphas[names[lab]] - self._alphas[lab].detach()) / window.mu for lab in window.labels}
@@ -91,7 +111,8 @@ def test_the_step_writes_eq5_along_the_perturbation_each_copy_was_trained_with(m
         checked.append(len(window.labels))
 
     monkeypatch.setattr(ZODartsPPModule, '_architecture_step', spy)
-    search(ZODartsPP(arc_update_interval=2, size_search_start_epoch=0, mu=0.05), epochs=1)
+    search(ZODartsPP(arc_update_interval=2, size_search_start_epoch=0, mu=0.05, param_budget=budget, budget_unit=100,
+                     budget_weight=15), epochs=1)
     labels = TinySpace().simplify()
     assert checked and all(n == len(labels) for n in checked)       # every label, sizes included
 
