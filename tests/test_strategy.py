@@ -102,6 +102,8 @@ def test_the_step_writes_eq5_along_the_perturbation_each_copy_was_trained_with(m
         grads = dict(zip([*alphas, *params], torch.autograd.grad(loss, [*alphas.values(), *params.values()],
                                                                    allow_unused=True)))
         u = {lab: (copy.alphas[names[lab]] - self._alphas[lab].detach()) / window.mu for lab in window.labels}
+        alpha = torch.cat([self._alphas[lab].detach() for lab in window.labels])
+        assert window.mu == pytest.approx(0.05 * float(alpha.norm()))        # mu scales with |alpha| (spec §5)
         slope = sum((grads[lab] * u[lab]).sum() for lab in alphas if grads[lab] is not None)
         slope = slope + sum(((copy.weights[n] - weights[n].detach()) * grads[n]).sum() / window.mu
                             for n in params if grads[n] is not None)
@@ -115,6 +117,40 @@ def test_the_step_writes_eq5_along_the_perturbation_each_copy_was_trained_with(m
                      budget_weight=15), epochs=1)
     labels = TinySpace().simplify()
     assert checked and all(n == len(labels) for n in checked)       # every label, sizes included
+
+
+def test_direct_mode_steps_along_the_two_point_difference_of_eq4(monkeypatch):
+    """Eq. 4 from what the step ran: F at alpha and at alpha + mu u_k by separate forwards;
+    mu = 0.05 max(|alpha|, 1)."""
+    from torch.func import functional_call
+
+    checked = []
+    step = ZODartsPPModule._architecture_step
+
+    def spy(self, val_batch, batch_idx):
+        labels, (names, _) = self.active_labels(), self._names()
+        alpha = torch.cat([self._alphas[lab].detach() for lab in labels])
+        directions, mu = self._directions(labels, batch_idx)
+        assert mu == pytest.approx(0.05 * max(float(alpha.norm()), 1.0))
+        x, y = val_batch
+
+        def objective(vector):
+            parts = torch.split(vector, [self._alphas[lab].numel() for lab in labels])
+            overrides = {**{n: b.clone() for n, b in self.model.named_buffers()},
+                         **{names[lab]: a for lab, a in zip(labels, parts)}}
+            with torch.no_grad():
+                return torch.nn.functional.cross_entropy(functional_call(self.model, overrides, (x,)), y)
+
+        f0 = objective(alpha)
+        expected = torch.stack([(objective(alpha + mu * u) - f0) / mu * u for u in directions]).mean(0)
+        step(self, val_batch, batch_idx)
+        torch.testing.assert_close(torch.cat([self._alphas[lab].grad for lab in labels]), expected,
+                                   rtol=1e-4, atol=1e-7)
+        checked.append(batch_idx)
+
+    monkeypatch.setattr(ZODartsPPModule, '_architecture_step', spy)
+    search(ZODartsPP(zo_mode='direct', arc_update_interval=2, size_search_start_epoch=0, mu=0.05), epochs=1)
+    assert checked
 
 
 def test_size_choices_are_held_at_their_largest_until_the_size_phase(monkeypatch):
