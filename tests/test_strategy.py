@@ -176,6 +176,26 @@ def test_size_choices_are_held_at_their_largest_until_the_size_phase(monkeypatch
     assert probs['width'][8] == 1 and probs['depth'][3] == 1 and probs['op_k'][3] == 1
 
 
+def test_the_size_phase_restarts_the_size_alphas_and_adam(monkeypatch):
+    seen, start = {}, ZODartsPPModule.on_train_epoch_start
+
+    def spy(self):
+        before = {lab: a.detach().clone() for lab, a in self._alphas.items()}
+        had_state = bool(self.architecture_optimizers().optimizer.state)
+        start(self)
+        after = {lab: a.detach().clone() for lab, a in self._alphas.items()}
+        seen[self.trainer.current_epoch] = before, after, had_state, bool(self.architecture_optimizers().optimizer.state)
+
+    monkeypatch.setattr(ZODartsPPModule, 'on_train_epoch_start', spy)
+    search(ZODartsPP(arc_update_interval=2, size_search_start_epoch=1), epochs=2)
+    before, after, had_state, has_state = seen[1]
+    assert had_state and not has_state                               # Adam starts afresh with the size phase
+    for label in ('width', 'depth', 'op_k'):                        # held one-hot -> a fresh near-uniform table
+        assert before[label].max() > 100 and 0 < after[label].abs().max() < 0.01
+    assert torch.equal(before['op'], after['op'])                    # the operations keep what they learnt
+    assert torch.equal(seen[0][0]['width'], seen[0][1]['width'])      # epoch 0 leaves them held
+
+
 def test_budget_moves_the_expectation_and_bounds_the_export():
     common = dict(arc_update_interval=2, size_search_start_epoch=0, mu=0.05, arc_learning_rate=0.1)
     free = ZODartsPP(**common)
