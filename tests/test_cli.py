@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,7 +12,6 @@ from nni_zodarts.retrain import build_model
 from nni_zodarts.search import sample_architecture
 from search_spaces import SizeVariableSpace
 
-SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'medmnist'
 QUICK = ['--max-samples', '48', '--batch-size', '8', '--quiet']
 
 
@@ -109,12 +107,13 @@ def test_sampled_architecture_keeps_to_the_budget(tmp_path):
     assert count(sample_architecture(probs, torch.Generator().manual_seed(0))) > 150_000    # the first draw is too big
 
 
-@pytest.mark.skipif(not (SHARED / 'retinamnist.npz').exists(), reason='shared MedMNIST files not beside the checkout')
-def test_search_on_another_medmnist_file(tmp_path):
-    assert main(['search', '--dataset', 'retinamnist', '--data-root', str(SHARED), '--epochs', '1',
-                 '--space', 'nb201', '--output', str(tmp_path), *QUICK]) == 0
-    config = json.loads((tmp_path / 'search_config.json').read_text())
+def test_search_on_another_medmnist_file(tmp_path, retina_like):
+    assert main(['search', '--dataset', 'retinamnist', '--data-root', str(retina_like), '--epochs', '1',
+                 '--space', 'nb201', '--output', str(tmp_path / 'out'), *QUICK]) == 0
+    config = json.loads((tmp_path / 'out' / 'search_config.json').read_text())
     assert config['space_kwargs'] == {'in_channels': 3, 'num_classes': 5}
+    model = build_model(json.loads((tmp_path / 'out' / 'architecture.json').read_text()), 'nb201', config['space_kwargs'])
+    assert model(torch.randn(2, 3, 28, 28)).shape == (2, 5)
 
 
 @pytest.mark.parametrize('args, message', [

@@ -138,10 +138,10 @@ def test_nan_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path, monkey
     (['retrain', '--arch', '{badarch}'], "unknown key 'conv9'"),
     (['retrain', '--arch', '{badvalue}'], "'s0_depth'"),
     (['retrain', '--arch', '{dead}'], 'cell s2 has no input-to-output path'),
-    (['retrain', '--arch', '{reference}/architecture.json', '--dataset', 'retinamnist', '--data-root', '{shared}'],
+    (['retrain', '--arch', '{reference}/architecture.json', '--dataset', 'retinamnist', '--data-root', '{rgb}'],
      'channels'),
 ])
-def test_bad_input_table(args, message, reference, tmp_path, capsys):
+def test_bad_input_table(args, message, reference, tmp_path, capsys, request):
     corrupt = tmp_path / 'corrupt'
     corrupt.mkdir()
     (corrupt / 'breastmnist.npz').write_bytes(b'not a zip file')
@@ -149,12 +149,9 @@ def test_bad_input_table(args, message, reference, tmp_path, capsys):
     (tmp_path / 'badarch.json').write_text(json.dumps({**arch, 'conv9': 1}))
     (tmp_path / 'badvalue.json').write_text(json.dumps({**arch, 's0_depth': 7}))
     (tmp_path / 'dead.json').write_text(json.dumps({**arch, **{f's2_e3{j}': 'none' for j in range(3)}}))
-    shared = Path(__file__).resolve().parents[2] / 'shared' / 'data' / 'medmnist'
-    if '{shared}' in args and not (shared / 'retinamnist.npz').exists():
-        pytest.skip('shared MedMNIST files not beside the checkout')
+    rgb = request.getfixturevalue('retina_like') if '{rgb}' in args else None
     fill = dict(corrupt=corrupt, badarch=tmp_path / 'badarch.json', badvalue=tmp_path / 'badvalue.json',
-                dead=tmp_path / 'dead.json',
-                reference=reference, shared=shared)
+                dead=tmp_path / 'dead.json', reference=reference, rgb=rgb)
     out = tmp_path / 'out'
     code = run_cli([a.format(**fill) for a in args] + ['--output', str(out), *QUICK])
     err = capsys.readouterr().err.strip()
