@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -63,6 +64,16 @@ def test_retrain_alone_with_onnx(demo_run, tmp_path):
     assert main(['retrain', '--arch', str(demo_run / 'search' / 'architecture.json'), '--epochs', '1', '--onnx',
                  '--output', str(out), *QUICK]) == 0
     onnx.checker.check_model(onnx.load(out / 'model.onnx'))
+    from onnx.reference import ReferenceEvaluator                 # the exported graph computes what the network does
+    config = json.loads((demo_run / 'search' / 'search_config.json').read_text())
+    model = build_model(json.loads((demo_run / 'search' / 'architecture.json').read_text()), config['space'],
+                        config['space_kwargs'])
+    model.load_state_dict(torch.load(out / 'model.pt', weights_only=True))
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        expected = model.eval()(x).numpy()
+    [logits] = ReferenceEvaluator(str(out / 'model.onnx')).run(None, {'image': x.numpy()})
+    assert logits.shape == (2, 2) and np.allclose(logits, expected, atol=1e-4)
 
 
 def test_bf16_mixed_retraining_changes_the_arithmetic_not_the_weights_dtype(demo_run, tmp_path):
