@@ -116,6 +116,8 @@ def test_sampled_architecture_keeps_to_the_budget(tmp_path):
     assert count(arch) == config['params']
     probs = {lab: dict(map(tuple, pairs)) for lab, pairs in json.loads((tmp_path / 'probabilities.json').read_text()).items()}
     assert count(sample_architecture(probs, torch.Generator().manual_seed(0))) > 150_000    # the first draw is too big
+    inside = sample_architecture(probs, torch.Generator().manual_seed(0), accept=lambda a: count(a) <= 150_000)
+    assert arch == inside                                      # drawn again until inside, not the budgeted argmax
 
 
 def test_search_on_another_medmnist_file(tmp_path, retina_like):
