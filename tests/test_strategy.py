@@ -176,6 +176,20 @@ def test_size_choices_are_held_at_their_largest_until_the_size_phase(monkeypatch
     assert probs['width'][8] == 1 and probs['depth'][3] == 1 and probs['op_k'][3] == 1
 
 
+@pytest.mark.parametrize('mode', ['implicit', 'direct'])
+def test_the_architecture_step_leaves_bn_running_statistics_alone(monkeypatch, mode):
+    checked, step = [], ZODartsPPModule._architecture_step
+
+    def spy(self, val_batch, batch_idx):
+        before = {n: b.clone() for n, b in self.model.named_buffers()}
+        step(self, val_batch, batch_idx)
+        checked.append(all(torch.equal(before[n], b) for n, b in self.model.named_buffers()))
+
+    monkeypatch.setattr(ZODartsPPModule, '_architecture_step', spy)
+    search(ZODartsPP(zo_mode=mode, arc_update_interval=2, size_search_start_epoch=0), epochs=1)
+    assert checked and all(checked)                 # validation batches never enter the running mean and variance
+
+
 def test_the_size_phase_restarts_the_size_alphas_and_adam(monkeypatch):
     seen, start = {}, ZODartsPPModule.on_train_epoch_start
 
