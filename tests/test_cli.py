@@ -139,6 +139,7 @@ def test_search_on_another_medmnist_file(tmp_path, retina_like):
     (['search', '--method', 'darts', '--param-budget', '100000'], '--param-budget needs --method zodartspp'),
     (['search', '--method', 'darts', '--mu', '0.01'], '--mu needs --method zodartspp'),
     (['search', '--no-such-flag'], 'unrecognized'),
+    (['search', '--overwrite', '--resume'], 'either --overwrite or --resume'),
     (['retrain', '--arch', '{tmp}/missing.json'], 'not found'),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
