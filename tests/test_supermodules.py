@@ -59,3 +59,29 @@ def test_one_hot_size_choice_runs_the_plain_operation():
     with torch.no_grad():
         strategy._arch_parameters['op_k'].copy_(torch.tensor([0.1, 0.0]))
     assert isinstance(conv.forward_argument('kernel_size'), dict)
+
+
+def test_skipping_zero_weights_changes_no_output_and_no_gradient_of_the_whole_supernet(monkeypatch):
+    import nni_zodarts.supermodules as supermodules
+    strategy, model = supernet()
+    with torch.no_grad():                         # every label has an exact zero: an op, a depth, a kernel, a width
+        for label, alpha in {'op': [1.0, 0.8, -2.0], 'depth': [1.0, 0.9, -3.0], 'op_k': [0.2, 0.1],
+                             'width': [1.0, -0.5]}.items():
+            strategy._arch_parameters[label].copy_(torch.tensor(alpha))
+    assert all((strategy.normalizer(a) == 0).any() for lab, a in strategy._arch_parameters.items() if lab != 'op_k')
+    x = torch.randn(4, 1, 8, 8)
+
+    def run():
+        model.zero_grad(set_to_none=True)
+        out = model(x)
+        (out ** 2).sum().backward()
+        return out.detach(), {n: torch.zeros_like(p) if p.grad is None else p.grad.clone()
+                              for n, p in model.named_parameters()}
+
+    sparse_out, sparse_grads = run()
+    monkeypatch.setattr(supermodules, 'nonzero_options', lambda options: options)    # run every candidate
+    dense_out, dense_grads = run()
+    assert torch.allclose(sparse_out, dense_out, atol=1e-6)
+    for name, grad in dense_grads.items():
+        assert torch.allclose(sparse_grads[name], grad, atol=1e-6), name
+    assert any(g.abs().max() > 0 for n, g in dense_grads.items() if '_arch_alpha' in n)
