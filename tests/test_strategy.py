@@ -220,6 +220,16 @@ def test_budget_moves_the_expectation_and_bounds_the_export():
     assert n_params(TinySpace().freeze(arch)) <= 250
 
 
+def test_a_budget_no_architecture_fits_warns_and_exports_the_closest():
+    strategy = ZODartsPP(arc_update_interval=2, size_search_start_epoch=0, param_budget=(1900, 5000))
+    with pytest.warns(RuntimeWarning, match='No architecture found with 1900 <= params <= 5000'):
+        arch = search(strategy, epochs=1)
+    labels = TinySpace().simplify()
+    largest = max(n_params(TinySpace().freeze(dict(zip(labels, values))))
+                  for values in itertools.product(*(m.values for m in labels.values())))
+    assert n_params(TinySpace().freeze(arch)) == largest < 1900
+
+
 def test_perturbed_optimizer_clone_follows_the_same_rule():
     w = torch.nn.Parameter(torch.randn(5))
     opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, nesterov=True, weight_decay=3e-4)
