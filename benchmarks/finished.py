@@ -13,13 +13,13 @@ from nni_zodarts.data import DataError, load_medmnist
 from nni_zodarts.files import read_json
 from nni_zodarts.retrain import build_model
 
-from .reproduce import ROOT, run_folder
+from .reproduce import ROOT, job_of, run_folder
 
 
 def finished_runs(runs: Path, csv: Path):
     """``(row, run folder)`` for every row of ``csv`` whose run folder (with its retraining) is under ``runs``."""
     for row in pd.read_csv(csv, keep_default_na=False, dtype={'budget': str}).itertuples():
-        folder = run_folder(runs, row.dataset, row.method + (f'-{row.budget}' if row.budget else ''), row.seed)
+        folder = run_folder(runs, row.dataset, job_of(row), row.seed)
         if (folder / 'retrain').exists():
             yield row, folder
 

@@ -9,7 +9,6 @@ the validation split: what the test ACC would be if only the class shares differ
 """
 from __future__ import annotations
 
-
 import pandas as pd
 import torch
 from medmnist import INFO
@@ -45,9 +44,10 @@ def main() -> None:
     args = parse_arguments(__doc__)
     rows, classes = [], {}
     for r, folder, model, d in reported_models(args.runs, args.results, args.data_root):
-        names = list(INFO[r.dataset]['label'].values())
-        split_shares = {s: shares(d.splits[s][1], d.n_classes) for s in ('val', 'test')}
-        classes[r.dataset] = names, split_shares
+        if r.dataset not in classes:
+            classes[r.dataset] = (list(INFO[r.dataset]['label'].values()),
+                                  {s: shares(d.splits[s][1], d.n_classes) for s in ('val', 'test')})
+        names, split_shares = classes[r.dataset]
         for split in ('val', 'test'):
             images, labels = d.splits[split]
             predictions = predict(model, images, labels)

@@ -50,6 +50,11 @@ def run_folder(runs: Path, dataset: str, job: str, seed: int) -> Path:
     return runs / dataset / job / f'seed{seed}'
 
 
+def job_of(row) -> str:
+    """The job a CSV row records: its method, or ``method-budget`` (the inverse of ``run_job``'s split)."""
+    return row.method + (f'-{row.budget}' if row.budget else '')
+
+
 def run_job(job: str, seed: int, args) -> dict:
     """Search (unless ResNet-18 or random) and retrain one job, resuming what a previous invocation left."""
     method, _, budget = job.partition('-')
@@ -283,7 +288,7 @@ def target_lines(table: pd.DataFrame) -> list[str]:
 
 def missing_runs(frame: pd.DataFrame) -> str:
     """Issue 6's runs (``ISSUE_RUNS`` x ``JOBS``) without a row in ``frame``, e.g. ``retinamnist darts seeds 2, 3``."""
-    done = {(r.dataset, r.method + (f'-{r.budget}' if r.budget else ''), int(r.seed)) for r in frame.itertuples()}
+    done = {(r.dataset, job_of(r), int(r.seed)) for r in frame.itertuples()}
     datasets, seeds = ISSUE_RUNS
     missing = []
     for dataset in datasets:

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks.batch_statistics import accuracy
 from benchmarks.finished import reported_models
 from benchmarks.reproduce import (COLUMNS, derive_budgets, missing_runs, random_architecture, share_search_prefix,
                                   summarise, target_lines)
 from benchmarks.selection import read_runs
-from nni_zodarts.data import make_loader
-from nni_zodarts.retrain import build_model, evaluate
+from nni_zodarts.retrain import build_model
 from nni_zodarts.search import sample_architecture
 from search_spaces import create_space
 from test_reliability import final_alpha
@@ -51,9 +51,7 @@ def test_every_method_appends_one_row_and_a_rerun_skips_it(tmp_path):
     # ... and the weights it reports, rebuilt in a fresh network (what per_class and batch_statistics read), test so
     reported = list(reported_models(tmp_path / 'runs', csv, None))
     assert [row.method for row, *_ in reported] == rows['method'].tolist()
-    with torch.no_grad():
-        accs = [evaluate(model.eval(), make_loader(*d.splits['test'], 512, train=False), d.task)[0]
-                for *_, model, d in reported]
+    accs = [accuracy(model, *d.splits['test'], d.task, 512, batch_statistics=False) for *_, model, d in reported]
     assert accs == pytest.approx(rows['test_acc'].tolist(), abs=1e-9)
 
     recorded = tmp_path / 'results' / 'architectures' / 'breastmnist'    # every row's network, kept with the CSV
