@@ -4,6 +4,7 @@ weights it reports (``retrain/model.pt``, the validation-selected epoch) in a fr
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -17,11 +18,15 @@ from .reproduce import ROOT, job_of, run_folder
 
 
 def finished_runs(runs: Path, csv: Path):
-    """``(row, run folder)`` for every row of ``csv`` whose run folder (with its retraining) is under ``runs``."""
-    for row in pd.read_csv(csv, keep_default_na=False, dtype={'budget': str}).itertuples():
-        folder = run_folder(runs, row.dataset, job_of(row), row.seed)
-        if (folder / 'retrain').exists():
-            yield row, folder
+    """``(row, run folder)`` for every row of ``csv`` whose run folder (with its retraining) is under ``runs``; the
+    rows without one (run on another machine) are counted on stderr, so a partial table does not pass for whole."""
+    rows = list(pd.read_csv(csv, keep_default_na=False, dtype={'budget': str}).itertuples())
+    found = [(row, run_folder(runs, row.dataset, job_of(row), row.seed)) for row in rows]
+    found = [(row, folder) for row, folder in found if (folder / 'retrain').exists()]
+    if len(found) < len(rows):
+        print(f'{len(rows) - len(found)} of the {len(rows)} rows of {csv.name} have no run folder under {runs} '
+              'and are left out', file=sys.stderr)
+    yield from found
 
 
 def reported_models(runs: Path, csv: Path, data_root: Path | None):

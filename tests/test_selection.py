@@ -41,3 +41,12 @@ def test_a_history_of_another_length_is_left_out_and_no_runs_is_a_clear_error(tm
     done = subprocess.run([sys.executable, '-m', 'benchmarks.selection', '--runs', str(tmp_path / 'runs'), '--results',
                            str(tmp_path / 'reproduction.csv')], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and 'run benchmarks.reproduce first' in done.stderr
+
+
+def test_a_row_without_a_run_folder_is_left_out_and_counted(tmp_path, capsys):
+    _write_run(tmp_path)
+    csv = pd.read_csv(tmp_path / 'reproduction.csv', keep_default_na=False)
+    pd.concat([csv, csv.assign(seed=3)]).to_csv(tmp_path / 'reproduction.csv', index=False)   # seed 3: no folder
+    [run] = read_runs(tmp_path / 'runs', tmp_path / 'reproduction.csv').to_dict('records')
+    assert run['seed'] == 2
+    assert '1 of the 2 rows of reproduction.csv have no run folder' in capsys.readouterr().err
