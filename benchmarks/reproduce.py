@@ -5,7 +5,7 @@ papers, ``random``: an architecture drawn uniformly from the size-variable space
     python -m benchmarks.reproduce --dataset breastmnist --seeds 1 2 3
     python -m benchmarks.reproduce --dataset retinamnist --data-root ../shared/data/medmnist --seeds 1 2 3
     python -m benchmarks.reproduce --dataset pneumoniamnist --data-root ../shared/data/medmnist --seeds 1 2 3 \
-        --retrain-epochs 100 --precision bf16-mixed
+        --retrain-epochs 100
     python -m benchmarks.reproduce --report            # RESULTS tables and params-vs-accuracy plots
 
 Every run goes through the ``nni-zodarts`` CLI in its own process, under ``--runs/<dataset>/<method>/seed<S>``,

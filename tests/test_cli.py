@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -76,13 +77,19 @@ def test_retrain_alone_with_onnx(demo_run, tmp_path):
     assert logits.shape == (2, 2) and np.allclose(logits, expected, atol=1e-4)
 
 
-def test_bf16_mixed_retraining_changes_the_arithmetic_not_the_weights_dtype(demo_run, tmp_path):
+def test_bf16_mixed_retraining_changes_the_arithmetic_not_the_weights_dtype(demo_run, tmp_path, monkeypatch):
     arch = demo_run / 'search' / 'architecture.json'
+    for check in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'):    # a CPU without bf16: a warning says so
+        monkeypatch.setattr(torch.cpu, check, lambda: False)
     weights = {}
     for precision in ['32', '32', 'bf16-mixed']:        # float32 twice: deterministic, so bf16 alone explains a change
         out = tmp_path / f'{precision}-{len(weights)}'
-        assert main(['retrain', '--arch', str(arch), '--epochs', '1', '--precision', precision, '--output', str(out),
-                     *QUICK]) == 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter('always')
+            assert main(['retrain', '--arch', str(arch), '--epochs', '1', '--precision', precision, '--output',
+                         str(out), *QUICK]) == 0
+        slow = [w for w in caught if 'no AVX512-BF16 or AMX' in str(w.message)]
+        assert len(slow) == (precision == 'bf16-mixed')
         assert json.loads((out / 'retrain_metrics.json').read_text())['precision'] == precision
         weights[out.name] = torch.load(out / 'model.pt', weights_only=True)
     fp32, again, bf16 = weights.values()
