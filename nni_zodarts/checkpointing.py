@@ -8,7 +8,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-__all__ = ['RNGStateCheckpoint', 'SizePhaseSnapshot', 'latest_checkpoint', 'without_nan_fill', 'LATEST', 'SIZE_PHASE']
+__all__ = ['RNGStateCheckpoint', 'MovedFolderResume', 'SizePhaseSnapshot', 'latest_checkpoint', 'without_nan_fill', 'LATEST', 'SIZE_PHASE']
 
 LATEST = 'latest.ckpt'
 SIZE_PHASE = 'size_phase_start.ckpt'
@@ -34,6 +34,29 @@ class RNGStateCheckpoint(pl.Callback):
         torch.set_rng_state(state['torch'])
         if 'cuda' in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state['cuda'])
+
+
+class MovedFolderResume(pl.Callback):
+    """Resuming a run whose folder has moved since its checkpoint (renamed, or reached through another path):
+    Lightning's ``ModelCheckpoint`` then forgets its best score, so a resumed retraining would keep the best epoch
+    after the resume only. Before the callbacks load their state, this points it at the same files in the new
+    folder."""
+
+    def on_load_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        states = checkpoint.get('callbacks', {})
+        for callback in trainer.callbacks:
+            state = states.get(callback.state_key)
+            if isinstance(callback, pl.callbacks.ModelCheckpoint) and state and state.get('dirpath') not in (
+                    None, callback.dirpath):
+                _move_state(state, callback.dirpath)
+
+
+def _move_state(state: dict, folder: str) -> None:
+    """A ``ModelCheckpoint`` state with its file paths pointed at the same file names in ``folder``."""
+    def here(path):
+        return str(Path(folder) / Path(path).name) if path else path
+    state.update({key: here(state.get(key)) for key in ('best_model_path', 'kth_best_model_path', 'last_model_path')},
+                 best_k_models={here(k): v for k, v in state.get('best_k_models', {}).items()}, dirpath=folder)
 
 
 def latest_checkpoint(directory) -> pl.callbacks.ModelCheckpoint:

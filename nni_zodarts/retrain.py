@@ -10,7 +10,7 @@ import torch
 
 from .data import PAPER_RETRAIN_BATCH, DataError, cap, load_medmnist, make_loader
 from .files import prepare_output, read_json, write_json
-from .checkpointing import LATEST, RNGStateCheckpoint, latest_checkpoint, without_nan_fill
+from .checkpointing import LATEST, MovedFolderResume, RNGStateCheckpoint, latest_checkpoint, without_nan_fill
 from .search import load_search_config, resolve_device
 from .training import RetrainModule, max_over_epochs, medmnist_metrics
 
@@ -110,7 +110,8 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
                                         filename='best', enable_version_counter=False)
     latest = latest_checkpoint(output / 'checkpoints')
     trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, precision=precision,
-                         callbacks=[RNGStateCheckpoint(), *([best] if 'val' in evals else []), latest],
+                         callbacks=[RNGStateCheckpoint(), MovedFolderResume(), *([best] if 'val' in evals else []),
+                                    latest],
                          logger=[pl.loggers.CSVLogger(output / 'logs', name='retrain'),
                                  pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')],
                          enable_progress_bar=not quiet, enable_model_summary=False, num_sanity_val_steps=0,

@@ -13,7 +13,8 @@ import torch
 
 from .data import PAPER_SEARCH_BATCH, DataError, load_medmnist, make_loader, search_split
 from .files import prepare_output, read_json, write_csv, write_json
-from .checkpointing import LATEST, RNGStateCheckpoint, SizePhaseSnapshot, latest_checkpoint, without_nan_fill
+from .checkpointing import (LATEST, MovedFolderResume, RNGStateCheckpoint, SizePhaseSnapshot, latest_checkpoint,
+                            without_nan_fill)
 from .distributed import ZODartsDDP, launched_rank
 from .strategy import ZODartsPP
 
@@ -182,7 +183,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
                pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')]
     trainer = Trainer(max_epochs=epochs, accelerator=accelerator, devices=devices, logger=loggers,
                       strategy=ZODartsDDP() if devices > 1 else 'auto',
-                      callbacks=[recorder, RNGStateCheckpoint(), checkpoints, SizePhaseSnapshot(output / 'checkpoints')],
+                      callbacks=[recorder, RNGStateCheckpoint(), MovedFolderResume(), checkpoints,
+                                 SizePhaseSnapshot(output / 'checkpoints')],
                       enable_progress_bar=not quiet, enable_model_summary=False, num_sanity_val_steps=0,
                       limit_val_batches=0, deterministic=True, log_every_n_steps=1)
     without_nan_fill()

@@ -157,3 +157,27 @@ def test_bad_input_table(args, message, reference, tmp_path, capsys, request):
     err = capsys.readouterr().err.strip()
     assert code == 2 and message in err and len(err.splitlines()) == 1, err
     assert not (out / 'architecture.json').exists() and not (out / 'retrain_metrics.json').exists()
+
+
+def test_a_run_folder_moved_since_its_checkpoint_keeps_its_best_epoch(tmp_path):
+    import pytorch_lightning as pl
+    from pytorch_lightning.demos.boring_classes import BoringModel
+    from nni_zodarts.checkpointing import MovedFolderResume, latest_checkpoint
+
+    class Falling(BoringModel):                                 # the monitored score is best in epoch 0
+        def on_train_epoch_end(self):
+            self.log('score', -float(self.current_epoch))
+
+    def fit(folder, epochs, resume=None):
+        best = pl.callbacks.ModelCheckpoint(dirpath=folder, monitor='score', mode='max', filename='best',
+                                            enable_version_counter=False)
+        pl.Trainer(max_epochs=epochs, callbacks=[MovedFolderResume(), best, latest_checkpoint(folder)], logger=False,
+                   limit_train_batches=2, limit_val_batches=0, enable_progress_bar=False,
+                   enable_model_summary=False).fit(Falling(), ckpt_path=resume)
+        return best
+
+    fit(tmp_path / 'a', 2)
+    (tmp_path / 'a').rename(tmp_path / 'b')                     # Lightning alone would forget the best score here
+    best = fit(tmp_path / 'b', 4, resume=tmp_path / 'b' / 'latest.ckpt')
+    assert best.best_model_score == 0 and Path(best.best_model_path) == (tmp_path / 'b' / 'best.ckpt').resolve()
+    assert torch.load(best.best_model_path, weights_only=False)['epoch'] == 0
