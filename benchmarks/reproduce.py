@@ -157,10 +157,15 @@ def random_architecture(seed: int) -> dict:
 
 
 def _same_settings(out: Path, command: list[str]) -> None:
-    """Resume only a run made with the same command (``job.json``), never a quick check at full scale."""
+    """Resume only a run made with the same command (``job.json``), never a quick check at full scale. The run
+    folder may have moved since (its old path in the command is read as ``out``)."""
     job = out / 'job.json'
-    if job.exists() and json.loads(job.read_text()) != command:
-        raise SystemExit(f'{out} holds a run made with other settings (see {job}): move it away or pass other --runs')
+    if job.exists():
+        made = json.loads(job.read_text())
+        before = made[made.index('--output') + 1].removesuffix('/retrain')       # the run folder when it was made
+        if [arg.replace(before, str(out)) for arg in made] != command:
+            raise SystemExit(f'{out} holds a run made with other settings (see {job}): move it away or pass other '
+                             '--runs')
     out.mkdir(parents=True, exist_ok=True)
     job.write_text(json.dumps(command))
 

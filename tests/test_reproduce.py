@@ -12,8 +12,8 @@ import torch
 
 from benchmarks.batch_statistics import accuracy
 from benchmarks.finished import reported_models
-from benchmarks.reproduce import (COLUMNS, derive_budgets, missing_runs, random_architecture, share_search_prefix,
-                                  summarise, target_lines)
+from benchmarks.reproduce import (COLUMNS, _same_settings, derive_budgets, missing_runs, random_architecture,
+                                  share_search_prefix, summarise, target_lines)
 from benchmarks.selection import read_runs
 from nni_zodarts.retrain import build_model
 from nni_zodarts.search import sample_architecture
@@ -146,3 +146,18 @@ def test_a_budgeted_search_starts_from_the_unconstrained_snapshot_and_ends_as_if
     command[command.index('--seed') + 1] = '5'
     share_search_prefix(other, [*command, '--param-budget', '0:1000'], free.parent)
     assert not other.exists()
+
+
+def test_a_moved_run_folder_resumes_and_other_settings_are_refused(tmp_path):
+    for kind in ('run', 'retrain'):                              # searched jobs, and ResNet-18 / random (retrain only)
+        old, new = tmp_path / kind / 'old' / 'seed1', tmp_path / kind / 'new' / 'seed1'
+        made = [kind, '--output', str(old / 'retrain' if kind == 'retrain' else old), '--arch',
+                str(old / 'search' / 'architecture.json'), '--seed', '1']
+        _same_settings(old, made)
+        new.parent.mkdir(exist_ok=True)
+        old.rename(new)
+        now = [arg.replace(str(old), str(new)) for arg in made]
+        _same_settings(new, now)                                 # the same run, moved: accepted, job.json follows it
+        assert json.loads((new / 'job.json').read_text()) == now
+        with pytest.raises(SystemExit, match='other settings'):
+            _same_settings(new, now[:-1] + ['2'])
