@@ -162,7 +162,8 @@ def _same_settings(out: Path, command: list[str]) -> None:
     job = out / 'job.json'
     if job.exists():
         made = json.loads(job.read_text())
-        before = made[made.index('--output') + 1].removesuffix('/retrain')       # the run folder when it was made
+        output = Path(made[made.index('--output') + 1])              # the run folder (or its retrain/) then
+        before = str(output.parent if output.name == 'retrain' else output)
         if [arg.replace(before, str(out)) for arg in made] != command:
             raise SystemExit(f'{out} holds a run made with other settings (see {job}): move it away or pass other '
                              '--runs')

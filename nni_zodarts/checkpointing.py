@@ -8,7 +8,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-__all__ = ['RNGStateCheckpoint', 'MovedFolderResume', 'SizePhaseSnapshot', 'latest_checkpoint', 'without_nan_fill', 'LATEST', 'SIZE_PHASE']
+__all__ = ['RNGStateCheckpoint', 'MovedFolderResume', 'SizePhaseSnapshot', 'latest_checkpoint', 'without_nan_fill',
+           'LATEST', 'SIZE_PHASE']
 
 LATEST = 'latest.ckpt'
 SIZE_PHASE = 'size_phase_start.ckpt'
