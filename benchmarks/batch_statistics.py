@@ -34,7 +34,7 @@ def accuracy(model: nn.Module, images, labels, task: str, batch_size: int, batch
 def main() -> None:
     args = parse_arguments(__doc__)
     rows = []
-    for r, folder, model, d in reported_models(args.runs, args.results, args.data_root):
+    for r, folder, model, d in reported_models(args.runs, args.results, args.data_root, args.seeds):
         batch = PAPER_RETRAIN_BATCH[r.dataset]
         test = (*d.splits['test'], d.task)
         rows.append({'dataset': r.dataset, 'job': folder.parent.name, 'seed': r.seed, 'batch': batch,

@@ -17,10 +17,12 @@ from nni_zodarts.retrain import build_model
 from .reproduce import ROOT, job_of, run_folder
 
 
-def finished_runs(runs: Path, csv: Path):
-    """``(row, run folder)`` for every row of ``csv`` whose run folder (with its retraining) is under ``runs``; the
-    rows without one (run on another machine) are counted on stderr, so a partial table does not pass for whole."""
-    rows = list(pd.read_csv(csv, keep_default_na=False, dtype={'budget': str}).itertuples())
+def finished_runs(runs: Path, csv: Path, seeds: list[int] | None = None):
+    """``(row, run folder)`` for every row of ``csv`` (of ``seeds``, default all) whose run folder (with its
+    retraining) is under ``runs``; the rows without one (run on another machine) are counted on stderr, so a partial
+    table does not pass for whole."""
+    rows = [row for row in pd.read_csv(csv, keep_default_na=False, dtype={'budget': str}).itertuples()
+            if seeds is None or row.seed in seeds]
     found = [(row, run_folder(runs, row.dataset, job_of(row), row.seed)) for row in rows]
     found = [(row, folder) for row, folder in found if (folder / 'retrain').exists()]
     if len(found) < len(rows):
@@ -29,11 +31,11 @@ def finished_runs(runs: Path, csv: Path):
     yield from found
 
 
-def reported_models(runs: Path, csv: Path, data_root: Path | None):
+def reported_models(runs: Path, csv: Path, data_root: Path | None, seeds: list[int] | None = None):
     """``(row, run folder, network with the reported weights, data set)`` for every finished run with a ``model.pt``;
     each data set is loaded once (BreastMNIST from the embedded copy, the others from ``data_root``)."""
     data = {}
-    for row, folder in finished_runs(runs, csv):
+    for row, folder in finished_runs(runs, csv, seeds):
         if not (folder / 'retrain' / 'model.pt').exists():
             continue
         if row.dataset not in data:
@@ -49,10 +51,11 @@ def reported_models(runs: Path, csv: Path, data_root: Path | None):
 
 
 def parse_arguments(doc: str, data_root: bool = True) -> argparse.Namespace:
-    """The command line these benchmarks share: where the runs and the CSV are (and the MedMNIST files)."""
+    """The command line these benchmarks share: where the runs and the CSV are (and the MedMNIST files), which seeds."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     if data_root:
         parser.add_argument('--data-root', type=Path, default=None, help='folder with <flag>.npz (Breast is embedded)')
     parser.add_argument('--runs', type=Path, default=ROOT / 'runs' / 'reproduce')
     parser.add_argument('--results', type=Path, default=ROOT / 'docs' / 'results' / 'reproduction.csv')
+    parser.add_argument('--seeds', type=int, nargs='+', default=None, help='only these seeds (default: all)')
     return parser.parse_args()

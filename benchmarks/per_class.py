@@ -43,7 +43,7 @@ def predict(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> tor
 def main() -> None:
     args = parse_arguments(__doc__)
     rows, classes = [], {}
-    for r, folder, model, d in reported_models(args.runs, args.results, args.data_root):
+    for r, folder, model, d in reported_models(args.runs, args.results, args.data_root, args.seeds):
         if r.dataset not in classes:
             classes[r.dataset] = (list(INFO[r.dataset]['label'].values()),
                                   {s: shares(d.splits[s][1], d.n_classes) for s in ('val', 'test')})

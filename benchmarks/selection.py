@@ -27,10 +27,10 @@ RULES = {
 }
 
 
-def read_runs(runs: Path, csv: Path) -> pd.DataFrame:
-    """One row per finished run: its test ACC under every rule."""
+def read_runs(runs: Path, csv: Path, seeds: list[int] | None = None) -> pd.DataFrame:
+    """One row per finished run (of ``seeds``, default all): its test ACC under every rule."""
     rows = []
-    for r, folder in finished_runs(runs, csv):
+    for r, folder in finished_runs(runs, csv, seeds):
         history = folder / 'retrain' / 'retrain_history.csv'
         if not history.exists():
             continue
@@ -44,7 +44,7 @@ def read_runs(runs: Path, csv: Path) -> pd.DataFrame:
 
 def main() -> None:
     args = parse_arguments(__doc__, data_root=False)
-    frame = read_runs(args.runs, args.results)
+    frame = read_runs(args.runs, args.results, args.seeds)
     if frame.empty:
         raise SystemExit(f'no finished run with a retrain_history.csv under {args.runs}: run benchmarks.reproduce first')
     table = frame.groupby(['dataset', 'job']).agg(seeds=('seed', 'count'), **{n: (n, 'mean') for n in RULES})

@@ -50,3 +50,17 @@ def test_a_row_without_a_run_folder_is_left_out_and_counted(tmp_path, capsys):
     [run] = read_runs(tmp_path / 'runs', tmp_path / 'reproduction.csv').to_dict('records')
     assert run['seed'] == 2
     assert '1 of the 2 rows of reproduction.csv have no run folder' in capsys.readouterr().err
+
+
+def test_seeds_selects_rows_and_counts_only_their_missing_folders(tmp_path, capsys):
+    _write_run(tmp_path)
+    csv = pd.read_csv(tmp_path / 'reproduction.csv', keep_default_na=False)
+    pd.concat([csv, csv.assign(seed=3)]).to_csv(tmp_path / 'reproduction.csv', index=False)   # seed 3: no folder
+    assert read_runs(tmp_path / 'runs', tmp_path / 'reproduction.csv', seeds=[3]).empty
+    assert '1 of the 1 rows of reproduction.csv have no run folder' in capsys.readouterr().err
+    [run] = read_runs(tmp_path / 'runs', tmp_path / 'reproduction.csv', seeds=[2]).to_dict('records')
+    assert run['seed'] == 2 and capsys.readouterr().err == ''
+    done = subprocess.run([sys.executable, '-m', 'benchmarks.selection', '--runs', str(tmp_path / 'runs'), '--results',
+                           str(tmp_path / 'reproduction.csv'), '--seeds', '2'], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and '| retinamnist | zodartspp-small | 1 | 0.400 |' in done.stdout
