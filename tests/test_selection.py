@@ -23,6 +23,12 @@ def _write_run(tmp_path, epochs=5):
     pd.DataFrame([row], columns=COLUMNS).to_csv(tmp_path / 'reproduction.csv', index=False)
 
 
+def _add_seed_without_run_folder(tmp_path, seed):
+    """A second CSV row, like the first but for ``seed``, whose run folder does not exist (run on another machine)."""
+    csv = pd.read_csv(tmp_path / 'reproduction.csv', keep_default_na=False)
+    pd.concat([csv, csv.assign(seed=seed)]).to_csv(tmp_path / 'reproduction.csv', index=False)
+
+
 def test_each_rule_picks_its_epoch(tmp_path):
     _write_run(tmp_path)
     [run] = read_runs(tmp_path / 'runs', tmp_path / 'reproduction.csv').to_dict('records')
@@ -45,8 +51,7 @@ def test_a_history_of_another_length_is_left_out_and_no_runs_is_a_clear_error(tm
 
 def test_a_row_without_a_run_folder_is_left_out_and_counted(tmp_path, capsys):
     _write_run(tmp_path)
-    csv = pd.read_csv(tmp_path / 'reproduction.csv', keep_default_na=False)
-    pd.concat([csv, csv.assign(seed=3)]).to_csv(tmp_path / 'reproduction.csv', index=False)   # seed 3: no folder
+    _add_seed_without_run_folder(tmp_path, 3)
     [run] = read_runs(tmp_path / 'runs', tmp_path / 'reproduction.csv').to_dict('records')
     assert run['seed'] == 2
     assert '1 of the 2 rows of reproduction.csv have no run folder' in capsys.readouterr().err
@@ -54,8 +59,7 @@ def test_a_row_without_a_run_folder_is_left_out_and_counted(tmp_path, capsys):
 
 def test_seeds_selects_rows_and_counts_only_their_missing_folders(tmp_path, capsys):
     _write_run(tmp_path)
-    csv = pd.read_csv(tmp_path / 'reproduction.csv', keep_default_na=False)
-    pd.concat([csv, csv.assign(seed=3)]).to_csv(tmp_path / 'reproduction.csv', index=False)   # seed 3: no folder
+    _add_seed_without_run_folder(tmp_path, 3)
     assert read_runs(tmp_path / 'runs', tmp_path / 'reproduction.csv', seeds=[3]).empty
     assert '1 of the 1 rows of reproduction.csv have no run folder' in capsys.readouterr().err
     [run] = read_runs(tmp_path / 'runs', tmp_path / 'reproduction.csv', seeds=[2]).to_dict('records')
