@@ -4,8 +4,7 @@ papers, ``random``: an architecture drawn uniformly from the size-variable space
 
     python -m benchmarks.reproduce --dataset breastmnist --seeds 1 2 3
     python -m benchmarks.reproduce --dataset retinamnist --data-root ../shared/data/medmnist --seeds 1 2 3
-    python -m benchmarks.reproduce --dataset pneumoniamnist --data-root ../shared/data/medmnist --seeds 1 2 3 \
-        --retrain-epochs 100
+    python -m benchmarks.reproduce --dataset pneumoniamnist --data-root ../shared/data/medmnist --seeds 1 2 3
     python -m benchmarks.reproduce --report            # RESULTS tables and params-vs-accuracy plots
 
 Every run goes through the ``nni-zodarts`` CLI in its own process, under ``--runs/<dataset>/<method>/seed<S>``,
@@ -43,6 +42,7 @@ PAPER_BUDGETS = {   # spec §6: (lower, upper) parameters of "small" (size 1) an
 PAPER_BEST = {'breastmnist': 0.885, 'pneumoniamnist': 0.946, 'retinamnist': 0.524}
 TARGET_SOURCE = {'retinamnist': "MedMNIST v2's ResNet-18 (28)"}
 ISSUE_RUNS = (('breastmnist', 'retinamnist', 'pneumoniamnist'), (1, 2, 3))    # issue 6: data sets x seeds, all JOBS
+RETRAIN_EPOCHS = {'pneumoniamnist': 100}     # issue 6's CPU protocol; the papers' 300 elsewhere
 
 
 def run_folder(runs: Path, dataset: str, job: str, seed: int) -> Path:
@@ -305,13 +305,14 @@ def missing_runs(frame: pd.DataFrame) -> str:
     return '; '.join(missing)
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--dataset', default='breastmnist')
     parser.add_argument('--data-root', type=Path, default=None, help='folder with <flag>.npz (Breast is embedded)')
     parser.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
     parser.add_argument('--jobs', nargs='+', default=JOBS, choices=JOBS)
-    parser.add_argument('--retrain-epochs', type=int, default=300)
+    parser.add_argument('--retrain-epochs', type=int, default=None,
+                        help=f"default: {RETRAIN_EPOCHS} (the issue's protocol), else the papers' 300")
     parser.add_argument('--search-epochs', type=int, default=None, help="default: the paper's 40")
     parser.add_argument('--accelerator', default='auto')
     parser.add_argument('--precision', default='32', choices=['32', 'bf16-mixed'], help='retraining precision')
@@ -322,12 +323,19 @@ def main() -> None:
     parser.add_argument('--runs', type=Path, default=ROOT / 'runs' / 'reproduce')
     parser.add_argument('--results', type=Path, default=RESULTS)
     parser.add_argument('--report', action='store_true', help='only print the tables and draw the plots')
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    if args.retrain_epochs is None:
+        args.retrain_epochs = RETRAIN_EPOCHS.get(args.dataset, 300)
     args.runs, args.results = args.runs.resolve(), args.results.resolve()
     args.data_root = args.data_root.resolve() if args.data_root else None
     quick = args.preset != 'paper' or args.max_samples or args.search_epochs
     if quick and args.results == RESULTS and not args.report:
         parser.error('--preset demo, --max-samples and --search-epochs are for quick checks: pass --results elsewhere')
+    return args
+
+
+def main() -> None:
+    args = parse_args()
     csv = args.results / 'reproduction.csv'
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -12,8 +12,8 @@ import torch
 
 from benchmarks.batch_statistics import accuracy
 from benchmarks.finished import reported_models
-from benchmarks.reproduce import (COLUMNS, _same_settings, derive_budgets, missing_runs, random_architecture,
-                                  share_search_prefix, summarise, target_lines)
+from benchmarks.reproduce import (COLUMNS, _same_settings, derive_budgets, missing_runs, parse_args,
+                                  random_architecture, share_search_prefix, summarise, target_lines)
 from benchmarks.selection import read_runs
 from nni_zodarts.retrain import build_model
 from nni_zodarts.search import sample_architecture
@@ -103,6 +103,12 @@ def test_targets_compare_the_means_with_the_papers_and_with_unconstrained():
     assert target_lines(summarise(frame))[1].endswith('-3.0 points of ACC: missed')
     one_seed = target_lines(summarise(frame[frame.seed == 0]))
     assert '(1 seed)' in one_seed[1] and one_seed[0].endswith('-0.5 points, missed so far (the target is a 3-seed mean)')
+
+
+def test_retraining_epochs_default_to_the_issue_protocol_per_data_set():
+    assert parse_args(['--dataset', 'pneumoniamnist']).retrain_epochs == 100      # issue 6: at least 100 on CPU
+    assert parse_args(['--dataset', 'retinamnist']).retrain_epochs == 300         # the papers' 300
+    assert parse_args(['--dataset', 'pneumoniamnist', '--retrain-epochs', '300']).retrain_epochs == 300
 
 
 def test_missing_runs_lists_each_job_seeds_without_a_row():
