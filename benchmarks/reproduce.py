@@ -312,7 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
     parser.add_argument('--jobs', nargs='+', default=JOBS, choices=JOBS)
     parser.add_argument('--retrain-epochs', type=int, default=None,
-                        help=f"default: {RETRAIN_EPOCHS} (the issue's protocol), else the papers' 300")
+                        help=' '.join(f'{d}: {n},' for d, n in RETRAIN_EPOCHS.items()) + " else the papers' 300")
     parser.add_argument('--search-epochs', type=int, default=None, help="default: the paper's 40")
     parser.add_argument('--accelerator', default='auto')
     parser.add_argument('--precision', default='32', choices=['32', 'bf16-mixed'], help='retraining precision')
