@@ -1,5 +1,6 @@
 """One search on two CPU processes (Lightning DDP, gloo) against one process on the same global batches."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -48,9 +49,13 @@ def test_size_phase_restart_is_the_same_on_every_rank(tmp_path):
 
 def test_cli_search_on_two_processes_writes_one_set_of_results(tmp_path):
     out = tmp_path / 'search'
+    # conftest gives every subprocess OMP_NUM_THREADS threads; each of the two ranks gets its share instead (as
+    # ddp_search.py's torch.set_num_threads(1) does), since ranks that wait for each other at every all-reduce while
+    # their threads outnumber the cores take minutes per epoch on a busy machine instead of seconds.
+    threads = max(1, int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count() or 1) // 2)
     done = subprocess.run([sys.executable, '-m', 'nni_zodarts.cli', 'search', '--devices', '2', '--accelerator', 'cpu',
                            '--epochs', '2', '--max-samples', '64', '--batch-size', '4', '--quiet', '--output', str(out)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': str(threads)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('architecture:') == 1                  # printed by rank 0 only
     history = pd.read_csv(out / 'search_history.csv')
