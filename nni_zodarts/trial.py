@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .commands import build_parser, run_command
+
 __all__ = ['epoch_reporter', 'main']
 
 
@@ -26,8 +28,6 @@ def epoch_reporter(channel) -> Callable[[dict], None]:
 
 def main(argv: list[str] | None = None) -> int:
     import nni
-
-    from .cli import build_parser, run_command
     argv = list(sys.argv[1:] if argv is None else argv)
     params = nni.get_next_parameter() or {}
     for key, value in params.items():

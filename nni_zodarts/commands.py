@@ -1,0 +1,219 @@
+"""The ``search``, ``retrain`` and ``run`` commands of ``nni-zodarts`` (their parser, presets and runner): a thin
+layer over ``search.search`` and ``retrain.retrain``, shared by :mod:`nni_zodarts.cli` and :mod:`nni_zodarts.trial`."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Spec §4-§9 (paper) and a scaled-down schedule that finishes in minutes on 2 CPU cores (demo).
+PRESETS = {
+    'demo': {'search': dict(epochs=10, size_search_start_epoch=5, temperature_interval=1, arc_update_interval=5),
+             'retrain': dict(epochs=20, warmup_epochs=2)},
+    'paper': {'search': dict(epochs=40, schedule_epochs=50, size_search_start_epoch=20, temperature_interval=5,
+                             arc_update_interval=10),
+              'retrain': dict(epochs=300, warmup_epochs=10)},
+}
+
+
+ZO_SCHEDULE = ('size_search_start_epoch', 'temperature_interval', 'arc_update_interval')   # ZODartsPP's, not DARTS's
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):                    # one line, exit 2
+        self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
+
+
+def budget(text: str):
+    """``N`` (upper bound) or ``L:U`` (window), in parameters."""
+    try:
+        parts = [float(p) for p in text.split(':')]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected N or L:U parameters, got {text!r}') from None
+    if len(parts) not in (1, 2) or any(p <= 0 for p in parts[-1:]) or any(p < 0 for p in parts):
+        raise argparse.ArgumentTypeError(f'budget must be N > 0 or 0 <= L <= U, got {text!r}')
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+def positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f'must be > 0, got {text}')
+        return value
+    return parse
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--dataset', default=None, help='MedMNIST flag, e.g. breastmnist, pneumoniamnist (default: breastmnist)')
+    p.add_argument('--data-root', default=None, help='folder holding <flag>.npz (default: the embedded BreastMNIST)')
+    p.add_argument('--download', action='store_true', help='fetch a missing <flag>.npz into --data-root (network)')
+    p.add_argument('--image-size', type=int, default=None, choices=[28, 64, 128, 224], help='MedMNIST size (28)')
+    p.add_argument('--preset', choices=sorted(PRESETS), default='demo', help='schedule: demo (minutes) or paper')
+    p.add_argument('--epochs', type=positive(int), default=None, help='epochs (default: from --preset)')
+    p.add_argument('--batch-size', type=positive(int), default=None, help="default: the paper's per-data-set size")
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--max-samples', type=positive(int), default=None, help='cap the train and val splits (quick runs)')
+    p.add_argument('--accelerator', choices=['auto', 'cpu', 'gpu'], default='auto')
+    p.add_argument('--quiet', action='store_true', help='no progress bar or logs')
+    p.add_argument('--overwrite', action='store_true', help='replace results already in --output')
+    p.add_argument('--resume', action='store_true', help='continue from the checkpoint in --output')
+
+
+def _search_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--method', choices=['zodartspp', 'darts'], default='zodartspp',
+                   help="darts: NNI's first-order DARTS on the same space and data (for the papers' DARTS-V2)")
+    p.add_argument('--space', choices=['size_variable', 'nb201'], default='size_variable')
+    p.add_argument('--width-search', action='store_true', help='also search per-stage width (x0.5/0.75/1)')
+    p.add_argument('--param-budget', type=budget, default=None, help='N or L:U parameters')
+    p.add_argument('--derive', choices=['argmax', 'sample'], default='argmax')
+    p.add_argument('--zo-mode', choices=['implicit', 'direct'], default=None, help='ZO estimator (implicit)')
+    p.add_argument('--normalization', choices=['sparsemax', 'softmax'], default=None, help='(sparsemax)')
+    p.add_argument('--mu', type=float, default=None, help='ZO step, relative to ||alpha|| of the perturbed tables (0.005)')
+    p.add_argument('--devices', type=positive(int), default=1,
+                   help='search on N processes/GPUs with DDP (--batch-size is per process)')
+
+
+def _precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--precision', choices=['32', 'bf16-mixed'], default='32',
+                   help='retraining precision: bf16-mixed is faster on CPUs with AVX512-BF16 or AMX and on GPUs (32)')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog='nni-zodarts', description='ZO-DARTS++ neural architecture search on MedMNIST (NNI plugin)')
+    sub = parser.add_subparsers(dest='command', required=True, parser_class=Parser)
+    sub.add_parser('trial', help='one search (+ retrain) as an nnictl trial, parameters from NNI', add_help=False)
+    sub.add_parser('report', help='collect an nnictl experiment into a table and a Pareto plot', add_help=False)
+    s = sub.add_parser('search', help='search an architecture')
+    _common(s)
+    _search_args(s)
+    s.add_argument('--output', required=True, type=Path)
+    r = sub.add_parser('retrain', help='train an exported architecture from scratch')
+    _common(r)
+    r.add_argument('--arch', required=True, type=Path, help='architecture.json from `search`')
+    r.add_argument('--onnx', action='store_true', help='also export model.onnx')
+    r.add_argument('--train-on', choices=['train', 'train+val'], default='train',
+                   help='train+val: the papers\' final training on both splits, keeping the last epoch (train)')
+    _precision(r)
+    r.add_argument('--output', required=True, type=Path)
+    u = sub.add_parser('run', help='search, then retrain, then print the result (default: demo on BreastMNIST)')
+    _common(u)
+    _search_args(u)
+    u.add_argument('--onnx', action='store_true')
+    _precision(u)
+    u.add_argument('--retrain-epochs', type=positive(int), default=None, help='retraining epochs (default: from --preset)')
+    u.add_argument('--output', type=Path, default=Path('runs/demo'))
+    return parser
+
+
+def _search_kwargs(args) -> dict:
+    preset = dict(PRESETS[args.preset]['search'])
+    if args.epochs:                  # the size phase starts at the preset's fraction of the search; LR never rises
+        start = round(args.epochs * preset['size_search_start_epoch'] / preset['epochs'])
+        preset.update(epochs=args.epochs, size_search_start_epoch=min(start, args.epochs - 1))
+        if 'schedule_epochs' in preset:
+            preset['schedule_epochs'] = max(preset['schedule_epochs'], args.epochs)
+    given = {k: v for k, v in dict(param_budget=args.param_budget, zo_mode=args.zo_mode,
+                                   normalization=args.normalization, mu=args.mu).items() if v is not None}
+    zo = {**given, **{k: preset.pop(k) for k in ZO_SCHEDULE}}       # unset flags: ZODartsPP's defaults
+    if args.method == 'darts':
+        if given:
+            flag = '--' + next(iter(given)).replace('_', '-')
+            raise ValueError(f'{flag} needs --method zodartspp (NNI\'s DARTS has no such setting)')
+        zo = {}
+    return dict(dataset=args.dataset or 'breastmnist', data_root=args.data_root, download=args.download,
+                image_size=args.image_size or 28,
+                space=args.space, width_search=args.width_search, batch_size=args.batch_size, seed=args.seed,
+                max_samples=args.max_samples, accelerator=args.accelerator, devices=args.devices, derive=args.derive,
+                quiet=args.quiet, overwrite=args.overwrite, resume=args.resume, method=args.method, **preset, **zo)
+
+
+def _retrain_kwargs(args) -> dict:
+    preset = dict(PRESETS[args.preset]['retrain'])
+    epochs = args.epochs if args.command == 'retrain' else getattr(args, 'retrain_epochs', None)
+    if epochs:
+        preset['epochs'] = epochs
+    return dict(dataset=args.dataset, data_root=args.data_root, download=args.download, image_size=args.image_size,
+                seed=args.seed,
+                batch_size=args.batch_size if args.command == 'retrain' else None, max_samples=args.max_samples,
+                accelerator=args.accelerator, onnx=args.onnx, quiet=args.quiet, overwrite=args.overwrite,
+                resume=args.resume, precision=args.precision, train_on=getattr(args, 'train_on', 'train'), **preset)
+
+
+def _quiet() -> None:
+    for name in ('nni', 'pytorch_lightning', 'lightning', 'lightning.pytorch', 'lightning_fabric'):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def run_command(args, on_epoch=None) -> int:
+    """Run a parsed ``search``/``retrain``/``run``. In an nnictl trial (``on_epoch`` reports each search epoch),
+    ``run`` retrains only when asked and reports its final result to NNI."""
+    trial = on_epoch is not None
+    if args.quiet:
+        _quiet()
+    from .data import DataError
+    from .files import OutputError
+    try:
+        from .retrain import retrain
+        from .search import search
+        if args.command == 'search':
+            result = search(args.output, **_search_kwargs(args))
+            if result is None:                              # a helper process of a multi-process search
+                return 0
+            print(f'architecture: {args.output / "architecture.json"} ({result["params"]:,} parameters)')
+        elif args.command == 'retrain':
+            metrics = retrain(args.arch, args.output, **_retrain_kwargs(args))
+            print(_table([('test ACC', f'{metrics["test_acc"]:.4f}'), ('test AUC', f'{metrics["test_auc"]:.4f}'),
+                          ('parameters', f'{metrics["params"]:,}')]))
+        else:
+            found = search(args.output / 'search', on_epoch=on_epoch, **_search_kwargs(args))
+            if found is None:
+                return 0
+            final = {'default': found['val_acc'], 'params': found['params'], 'search_seconds': found['search_seconds']}
+            if not (trial and not args.retrain_epochs):
+                metrics = retrain(args.output / 'search' / 'architecture.json', args.output / 'retrain',
+                                  **_retrain_kwargs(args))
+                final.update(default=metrics['best_val_acc'], test_acc=metrics['test_acc'], test_auc=metrics['test_auc'],
+                             retrain_seconds=metrics['seconds'])
+                print(_table([('dataset', found['dataset']), ('parameters', f'{metrics["params"]:,}'),
+                              ('search seconds', f'{found["search_seconds"]:.0f}'),
+                              ('retrain seconds', f'{metrics["seconds"]:.0f}'),
+                              ('test ACC (val-selected)', f'{metrics["test_acc"]:.4f}'),
+                              ('test AUC (val-selected)', f'{metrics["test_auc"]:.4f}'),
+                              ('test ACC, max over epochs', f'{metrics["test_acc_max_over_epochs"]:.4f}'),
+                              ('results', str(args.output))]))
+            if trial:
+                import nni
+                nni.report_final_result(final)
+    except (DataError, OutputError, ValueError, FileNotFoundError) as err:
+        return _fail(args, err, 2)
+    except FloatingPointError as err:                       # the last good checkpoint stays in --output
+        return _fail(args, err, 3, f'{err}; the last good checkpoint is in {args.output} (--resume continues from it)')
+    return 0
+
+
+def _fail(args, err: Exception, code: int, message: str | None = None) -> int:
+    """One line and ``code`` for an error this package raised about the input; a traceback for one raised inside
+    a library (a bug to report, not bad input), or for any with ``NNI_ZODARTS_DEBUG=1``."""
+    if os.environ.get('NNI_ZODARTS_DEBUG') or not _raised_here(err):
+        raise err
+    print(f'nni-zodarts {args.command}: error: {message or err}', file=sys.stderr)
+    return code
+
+
+_PACKAGES = [Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / 'search_spaces']
+
+
+def _raised_here(err: BaseException) -> bool:
+    """Whether the innermost frame of ``err``'s traceback is in this package or in ``search_spaces``."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is None or any(Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(pkg) for pkg in _PACKAGES)
+
+
+def _table(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)
