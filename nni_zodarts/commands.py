@@ -46,13 +46,26 @@ def positive(kind):
     return parse
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def _per_preset(stage: str, key: str) -> str:
+    return ', '.join(f'{name} {PRESETS[name][stage][key]}' for name in sorted(PRESETS))
+
+
+SEARCH_EPOCHS_HELP = (
+    f'search epochs (default: from --preset: {_per_preset("search", "epochs")}). They stretch the preset\'s '
+    'schedule: the size phase starts at the same fraction of them (half-way, rounded, at the latest in the last '
+    'epoch); the weights\' cosine learning-rate schedule spans N epochs (paper: max(N, 50), so the rate never rises '
+    'again); the temperature keeps the preset\'s interval of epochs between decays (set it with '
+    '--temperature-interval)')
+RETRAIN_EPOCHS_HELP = f'retraining epochs (default: from --preset: {_per_preset("retrain", "epochs")})'
+
+
+def _common(p: argparse.ArgumentParser, epochs_help: str) -> None:
     p.add_argument('--dataset', default=None, help='MedMNIST flag, e.g. breastmnist, pneumoniamnist (default: breastmnist)')
     p.add_argument('--data-root', default=None, help='folder holding <flag>.npz (default: the embedded BreastMNIST)')
     p.add_argument('--download', action='store_true', help='fetch a missing <flag>.npz into --data-root (network)')
     p.add_argument('--image-size', type=int, default=None, choices=[28, 64, 128, 224], help='MedMNIST size (28)')
     p.add_argument('--preset', choices=sorted(PRESETS), default='demo', help='schedule: demo (minutes) or paper')
-    p.add_argument('--epochs', type=positive(int), default=None, help='epochs (default: from --preset)')
+    p.add_argument('--epochs', type=positive(int), default=None, metavar='N', help=epochs_help)
     p.add_argument('--batch-size', type=positive(int), default=None, help="default: the paper's per-data-set size")
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--max-samples', type=positive(int), default=None, help='cap the train and val splits (quick runs)')
@@ -72,6 +85,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--zo-mode', choices=['implicit', 'direct'], default=None, help='ZO estimator (implicit)')
     p.add_argument('--normalization', choices=['sparsemax', 'softmax'], default=None, help='(sparsemax)')
     p.add_argument('--mu', type=float, default=None, help='ZO step, relative to ||alpha|| of the perturbed tables (0.005)')
+    p.add_argument('--temperature-interval', type=positive(int), default=None, metavar='N',
+                   help='epochs between two temperature decays, tau = 1.5 * 0.75 ** floor(epoch / N) '
+                        f'(default: from --preset: {_per_preset("search", "temperature_interval")}; --epochs keeps it)')
     p.add_argument('--devices', type=positive(int), default=1,
                    help='search on N processes/GPUs with DDP (--batch-size is per process)')
 
@@ -87,11 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser('trial', help='one search (+ retrain) as an nnictl trial, parameters from NNI', add_help=False)
     sub.add_parser('report', help='collect an nnictl experiment into a table and a Pareto plot', add_help=False)
     s = sub.add_parser('search', help='search an architecture')
-    _common(s)
+    _common(s, SEARCH_EPOCHS_HELP)
     _search_args(s)
     s.add_argument('--output', required=True, type=Path)
     r = sub.add_parser('retrain', help='train an exported architecture from scratch')
-    _common(r)
+    _common(r, RETRAIN_EPOCHS_HELP)
     r.add_argument('--arch', required=True, type=Path, help='architecture.json from `search`')
     r.add_argument('--onnx', action='store_true', help='also export model.onnx')
     r.add_argument('--train-on', choices=['train', 'train+val'], default='train',
@@ -99,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _precision(r)
     r.add_argument('--output', required=True, type=Path)
     u = sub.add_parser('run', help='search, then retrain, then print the result (default: demo on BreastMNIST)')
-    _common(u)
+    _common(u, SEARCH_EPOCHS_HELP)
     _search_args(u)
     u.add_argument('--onnx', action='store_true')
     _precision(u)
@@ -116,8 +132,9 @@ def _search_kwargs(args) -> dict:
         if 'schedule_epochs' in preset:
             preset['schedule_epochs'] = max(preset['schedule_epochs'], args.epochs)
     given = {k: v for k, v in dict(param_budget=args.param_budget, zo_mode=args.zo_mode,
-                                   normalization=args.normalization, mu=args.mu).items() if v is not None}
-    zo = {**given, **{k: preset.pop(k) for k in ZO_SCHEDULE}}       # unset flags: ZODartsPP's defaults
+                                   normalization=args.normalization, mu=args.mu,
+                                   temperature_interval=args.temperature_interval).items() if v is not None}
+    zo = {**{k: preset.pop(k) for k in ZO_SCHEDULE}, **given}       # flags over the preset; unset: ZODartsPP's defaults
     if args.method == 'darts':
         if given:
             flag = '--' + next(iter(given)).replace('_', '-')

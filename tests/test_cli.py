@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from cli_run import run_cli
+from nni_zodarts import trial
 from nni_zodarts.cli import main
+from nni_zodarts.commands import _search_kwargs, build_parser
 from nni_zodarts.retrain import build_model
 from nni_zodarts.search import sample_architecture
 from search_spaces import SizeVariableSpace
@@ -136,6 +138,47 @@ def test_search_on_another_medmnist_file(tmp_path, retina_like):
     assert model(torch.randn(2, 3, 28, 28)).shape == (2, 5)
 
 
+@pytest.mark.parametrize('command, flags, schedule', [
+    ('search', [], dict(epochs=10, size_search_start_epoch=5, temperature_interval=1)),
+    ('search', ['--epochs', '40'], dict(epochs=40, size_search_start_epoch=20, temperature_interval=1)),
+    ('search', ['--epochs', '40', '--temperature-interval', '4'],
+     dict(epochs=40, size_search_start_epoch=20, temperature_interval=4)),
+    ('run', ['--preset', 'paper'], dict(epochs=40, schedule_epochs=50, size_search_start_epoch=20, temperature_interval=5)),
+    ('run', ['--preset', 'paper', '--epochs', '60', '--temperature-interval', '3'],
+     dict(epochs=60, schedule_epochs=60, size_search_start_epoch=30, temperature_interval=3)),
+])
+def test_epochs_stretch_the_preset_and_temperature_interval_replaces_its_interval(command, flags, schedule):
+    kwargs = _search_kwargs(build_parser().parse_args([command, *flags, '--output', 'unused']))
+    assert {key: kwargs.get(key) for key in schedule} == schedule
+
+
+def test_temperature_interval_reaches_the_strategy(tmp_path, monkeypatch):
+    import nni_zodarts.search
+    made, real = [], nni_zodarts.search.ZODartsPP
+
+    class Made(Exception):                                  # stop once the strategy exists: no search is needed
+        pass
+
+    def strategy(**kwargs):
+        made.append(real(**kwargs))
+        raise Made
+
+    monkeypatch.setattr(nni_zodarts.search, 'ZODartsPP', strategy)
+    with pytest.raises(Made):
+        main(['search', '--epochs', '40', '--temperature-interval', '4', '--output', str(tmp_path), *QUICK])
+    assert made[0].config.temperature_interval == 4 and made[0].config.size_search_start_epoch == 20
+
+
+def test_an_nnictl_trial_takes_temperature_interval_from_the_tuner(monkeypatch, tmp_path):
+    import nni
+    monkeypatch.setenv('NNI_OUTPUT_DIR', str(tmp_path))
+    monkeypatch.setattr(nni, 'get_next_parameter', lambda: {'temperature_interval': 3, 'param_budget': None})
+    ran = []
+    monkeypatch.setattr(trial, 'run_command', lambda args, on_epoch: ran.append(args) or 0)
+    assert trial.main(['--epochs', '4']) == 0
+    assert _search_kwargs(ran[0])['temperature_interval'] == 3
+
+
 @pytest.mark.parametrize('args, message', [
     (['search', '--dataset', 'nosuchmnist'], 'unknown dataset'),
     (['search', '--dataset', 'pneumoniamnist', '--data-root', '{tmp}'], '--data-root'),
@@ -145,6 +188,9 @@ def test_search_on_another_medmnist_file(tmp_path, retina_like):
     (['search', '--devices', '0'], '--devices'),
     (['search', '--method', 'darts', '--param-budget', '100000'], '--param-budget needs --method zodartspp'),
     (['search', '--method', 'darts', '--mu', '0.01'], '--mu needs --method zodartspp'),
+    (['search', '--temperature-interval', '0'], '--temperature-interval'),
+    (['search', '--temperature-interval', '1.5'], '--temperature-interval'),
+    (['search', '--method', 'darts', '--temperature-interval', '2'], '--temperature-interval needs --method zodartspp'),
     (['search', '--no-such-flag'], 'unrecognized'),
     (['search', '--overwrite', '--resume'], 'either --overwrite or --resume'),
     (['retrain', '--arch', '{tmp}/missing.json'], 'not found'),
