@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from .errors import UsageError
+
 # Spec §4-§9 (paper) and a scaled-down schedule that finishes in minutes on 2 CPU cores (demo).
 PRESETS = {
     'demo': {'search': dict(epochs=10, size_search_start_epoch=5, temperature_interval=1, arc_update_interval=5),
@@ -138,7 +140,7 @@ def _search_kwargs(args) -> dict:
     if args.method == 'darts':
         if given:
             flag = '--' + next(iter(given)).replace('_', '-')
-            raise ValueError(f'{flag} needs --method zodartspp (NNI\'s DARTS has no such setting)')
+            raise UsageError(f'{flag} needs --method zodartspp (NNI\'s DARTS has no such setting)')
         zo = {}
     return dict(dataset=args.dataset or 'breastmnist', data_root=args.data_root, download=args.download,
                 image_size=args.image_size or 28,
@@ -166,15 +168,19 @@ def _quiet() -> None:
 
 def run_command(args, on_epoch=None) -> int:
     """Run a parsed ``search``/``retrain``/``run``. In an nnictl trial (``on_epoch`` reports each search epoch),
-    ``run`` retrains only when asked and reports its final result to NNI."""
+    ``run`` retrains only when asked and reports its final result to NNI.
+
+    Bad input (:class:`~nni_zodarts.errors.UsageError` and the data, output and architecture errors) is one line on
+    stderr and exit code 2; a non-finite loss is one line and exit code 3; any other exception is a bug and keeps
+    its traceback, as every one does with ``NNI_ZODARTS_DEBUG=1``."""
     trial = on_epoch is not None
     if args.quiet:
         _quiet()
     from .data import DataError
     from .files import OutputError
+    from .retrain import ArchitectureError, retrain
+    from .search import search
     try:
-        from .retrain import retrain
-        from .search import search
         if args.command == 'search':
             result = search(args.output, **_search_kwargs(args))
             if result is None:                              # a helper process of a multi-process search
@@ -204,7 +210,7 @@ def run_command(args, on_epoch=None) -> int:
             if trial:
                 import nni
                 nni.report_final_result(final)
-    except (DataError, OutputError, ValueError, FileNotFoundError) as err:
+    except (UsageError, DataError, OutputError, ArchitectureError) as err:
         return _fail(args, err, 2)
     except FloatingPointError as err:                       # the last good checkpoint stays in --output
         return _fail(args, err, 3, f'{err}; the last good checkpoint is in {args.output} (--resume continues from it)')
@@ -212,23 +218,11 @@ def run_command(args, on_epoch=None) -> int:
 
 
 def _fail(args, err: Exception, code: int, message: str | None = None) -> int:
-    """One line and ``code`` for an error this package raised about the input; a traceback for one raised inside
-    a library (a bug to report, not bad input), or for any with ``NNI_ZODARTS_DEBUG=1``."""
-    if os.environ.get('NNI_ZODARTS_DEBUG') or not _raised_here(err):
+    """``err`` as one line on stderr and exit code ``code``; its traceback with ``NNI_ZODARTS_DEBUG=1``."""
+    if os.environ.get('NNI_ZODARTS_DEBUG'):
         raise err
     print(f'nni-zodarts {args.command}: error: {message or err}', file=sys.stderr)
     return code
-
-
-_PACKAGES = [Path(__file__).resolve().parent, Path(__file__).resolve().parents[1] / 'search_spaces']
-
-
-def _raised_here(err: BaseException) -> bool:
-    """Whether the innermost frame of ``err``'s traceback is in this package or in ``search_spaces``."""
-    tb = err.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return tb is None or any(Path(tb.tb_frame.f_code.co_filename).resolve().is_relative_to(pkg) for pkg in _PACKAGES)
 
 
 def _table(rows: list[tuple[str, str]]) -> str:

@@ -16,6 +16,7 @@ from .files import prepare_output, read_json, write_csv, write_json
 from .checkpointing import (LATEST, MovedFolderResume, RNGStateCheckpoint, SizePhaseSnapshot, latest_checkpoint,
                             without_nan_fill)
 from .distributed import ZODartsDDP, launched_rank
+from .errors import UsageError, as_usage_error
 from .strategy import ZODartsPP
 
 __all__ = ['search', 'SearchRecorder', 'sample_architecture', 'SEARCH_RESULTS']
@@ -150,15 +151,15 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     from .training import SearchModule
 
     if epochs <= 0:
-        raise ValueError(f'--epochs must be > 0, got {epochs}')
+        raise UsageError(f'--epochs must be > 0, got {epochs}')
     if devices < 1:
-        raise ValueError(f'--devices must be >= 1, got {devices}')
+        raise UsageError(f'--devices must be >= 1, got {devices}')
     if learning_rate <= 0:
-        raise ValueError(f'the weight learning rate must be > 0, got {learning_rate}')
+        raise UsageError(f'the weight learning rate must be > 0, got {learning_rate}')
     if devices > 1 and method != 'zodartspp':
-        raise ValueError("--devices > 1 needs --method zodartspp (NNI's DARTS module does not average across ranks)")
+        raise UsageError("--devices > 1 needs --method zodartspp (NNI's DARTS module does not average across ranks)")
     if derive not in ('argmax', 'sample'):
-        raise ValueError(f"--derive must be 'argmax' or 'sample', got {derive!r}")
+        raise UsageError(f"--derive must be 'argmax' or 'sample', got {derive!r}")
     strategy = _strategy(method, strategy_kwargs)            # validates its arguments before anything is written
     check_filelock()
     data = load_medmnist(dataset, data_root, image_size, download=download)
@@ -208,8 +209,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
         try:
             arch = sample_architecture(probs, torch.Generator().manual_seed(seed), accept=inside)
         except ValueError as err:
-            if inside is None:
-                raise           # keep the export: the most probable architecture inside the budget
+            if inside is None:                # else keep the export: the most probable architecture inside the budget
+                raise UsageError(f'--derive sample: {err}') from err
             warnings.warn(f'--derive sample: {err}; exporting the most probable one inside the budget', RuntimeWarning)
     else:
         arch = prune_dead_edges(most_probable_alive(arch, probs))    # ZODartsPP's export already is; NNI's DARTS not
@@ -236,16 +237,29 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     return {**summary, 'architecture': arch}
 
 
+class _CheckedZODartsPP(ZODartsPP):
+    """``ZODartsPP`` whose ``ValueError`` about its arguments is a :class:`UsageError`: raised by its constructor, or by
+    ``mutate_model``, where it checks them against the space (e.g. a budget below the space's smallest model)."""
+
+    def __init__(self, **kwargs: Any):
+        with as_usage_error():
+            super().__init__(**kwargs)
+
+    def mutate_model(self, model):
+        with as_usage_error():
+            return super().mutate_model(model)
+
+
 def _strategy(method: str, kwargs: dict[str, Any]):
     if method == 'zodartspp':
-        return ZODartsPP(**kwargs)
+        return _CheckedZODartsPP(**kwargs)
     if method == 'darts':
         from nni.nas.oneshot.pytorch.strategy import DARTS   # not nni.nas.strategy: its lazy import can fail
 
         from .nni_workarounds import ordered_darts_alphas
         ordered_darts_alphas()                               # so that a DARTS search resumes exactly
         return DARTS(**{'gradient_clip_val': 5.0, **kwargs})
-    raise ValueError(f"--method must be 'zodartspp' or 'darts', got {method!r}")
+    raise UsageError(f"--method must be 'zodartspp' or 'darts', got {method!r}")
 
 
 def load_search_config(arch_path: Path) -> dict[str, Any]:

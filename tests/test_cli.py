@@ -12,6 +12,7 @@ from cli_run import run_cli
 from nni_zodarts import trial
 from nni_zodarts.cli import main
 from nni_zodarts.commands import _search_kwargs, build_parser
+from nni_zodarts.errors import UsageError
 from nni_zodarts.retrain import build_model
 from nni_zodarts.search import sample_architecture
 from search_spaces import SizeVariableSpace
@@ -154,16 +155,16 @@ def test_epochs_stretch_the_preset_and_temperature_interval_replaces_its_interva
 
 def test_temperature_interval_reaches_the_strategy(tmp_path, monkeypatch):
     import nni_zodarts.search
-    made, real = [], nni_zodarts.search.ZODartsPP
+    made, real = [], nni_zodarts.search._strategy
 
     class Made(Exception):                                  # stop once the strategy exists: no search is needed
         pass
 
-    def strategy(**kwargs):
-        made.append(real(**kwargs))
+    def strategy(method, kwargs):
+        made.append(real(method, kwargs))
         raise Made
 
-    monkeypatch.setattr(nni_zodarts.search, 'ZODartsPP', strategy)
+    monkeypatch.setattr(nni_zodarts.search, '_strategy', strategy)
     with pytest.raises(Made):
         main(['search', '--epochs', '40', '--temperature-interval', '4', '--output', str(tmp_path), *QUICK])
     assert made[0].config.temperature_interval == 4 and made[0].config.size_search_start_epoch == 20
@@ -223,3 +224,20 @@ def test_an_error_raised_outside_the_package_keeps_its_traceback(tmp_path, monke
     monkeypatch.setattr('nni_zodarts.search.load_medmnist', broken)
     with pytest.raises(ValueError, match='deep inside a library'):
         main(['search', '--output', str(tmp_path / 'out'), *QUICK])
+
+
+def test_the_type_of_an_error_decides_not_where_it_was_raised(tmp_path, monkeypatch, capsys):
+    def refuse(*args, **kwargs):                         # raised outside the package, but about the user's input
+        raise UsageError('no such thing: pass another --flag')
+
+    monkeypatch.setattr('nni_zodarts.search.load_medmnist', refuse)
+    assert run_cli(['search', '--output', str(tmp_path / 'out'), *QUICK]) == 2
+    assert capsys.readouterr().err == 'nni-zodarts search: error: no such thing: pass another --flag\n'
+
+    def bug(*args, **kwargs):                            # a plain ValueError raised in this package: a bug
+        sample_architecture({'s0_depth': {1: 1.0}}, torch.Generator(), tries=0)
+
+    monkeypatch.setattr('nni_zodarts.search.load_medmnist', bug)
+    with pytest.raises(ValueError, match='0 sampled architectures') as raised:
+        main(['search', '--output', str(tmp_path / 'out'), *QUICK])
+    assert not isinstance(raised.value, UsageError)
