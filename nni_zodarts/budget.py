@@ -7,7 +7,8 @@ supernet as a polynomial in choice indicators::
     params(arch) = sum_t c_t * prod_{(label, i) in t} 1[arch[label] = i]
 
 A mixed layer multiplies each candidate's polynomial by its indicator, a mixed ``Repeat`` adds block j to
-every depth >= j, a mixed operation (kernel size, width) enumerates its options and builds each plain layer,
+every depth >= j (the depth may be an expression of several labels), a cell adds, for op ``k`` of node ``i``,
+operation ``o`` on input ``j`` times ``1[input_ik = j] 1[op_ik = o]``, a mixed operation (kernel size, width) enumerates its options and builds each plain layer,
 and any other module adds its own parameters. Labels are independent under the relaxation, so the
 expectation is the same sum with indicators replaced by probabilities (exact, and differentiable), and for a
 one-hot architecture it is the parameter count of ``space.freeze(arch)``.
@@ -20,15 +21,19 @@ import warnings
 from collections import defaultdict
 from typing import Callable, Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from nni.mutable import Categorical
+from nni.mutable import Categorical, CategoricalMultiple
+from nni.nas.space import model_context
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from nni.nas.oneshot.pytorch.supermodule.differentiable import (
     DifferentiableMixedInput, DifferentiableMixedLayer, DifferentiableMixedRepeat,
 )
 from nni.nas.oneshot.pytorch.supermodule.operation import MixedOperation
+
+from .supermodules import SparseMixedCell
 
 __all__ = ['ParamPolynomial', 'hinge_penalty', 'parse_budget']
 
@@ -51,6 +56,19 @@ def _add(into: dict, poly: dict) -> None:
         into[term] += coef
 
 
+def _times_all(poly: dict, factors) -> dict:
+    for factor in factors:
+        poly = _times(poly, factor)
+    return poly
+
+
+def _assignments(mutables: Mapping[str, Categorical]):
+    """Every ``({label: value}, [(label, index), ...])`` over the labels of ``mutables``, in a fixed order."""
+    own = sorted(mutables)
+    for indices in itertools.product(*(range(len(mutables[lab].values)) for lab in own)):
+        yield {lab: mutables[lab].values[i] for lab, i in zip(own, indices)}, list(zip(own, indices))
+
+
 def _module_polynomial(module: nn.Module, labels: Mapping[str, Categorical]) -> dict:
     out: dict = defaultdict(int)
     if isinstance(module, DifferentiableMixedLayer):
@@ -58,22 +76,27 @@ def _module_polynomial(module: nn.Module, labels: Mapping[str, Categorical]) -> 
             _add(out, _times(_module_polynomial(module[name], labels), (module.label, index)))
         return out
     if isinstance(module, DifferentiableMixedRepeat):
-        (label,) = module.depth_choice.simplify()       # a depth that is an expression of several labels is not supported
-        if not isinstance(module.depth_choice, Categorical):
-            raise NotImplementedError(f'Repeat depth must be a plain nni.choice, got {module.depth_choice!r}')
         blocks = [_module_polynomial(block, labels) for block in module.blocks]
-        for index, depth in enumerate(module.depth_choice.values):
-            for block in blocks[:depth]:
-                _add(out, _times(block, (label, index)))
+        for sample, factors in _assignments(module.depth_choice.simplify()):
+            for block in blocks[:module.depth_choice.freeze(sample)]:
+                _add(out, _times_all(block, factors))
+        return out
+    if isinstance(module, SparseMixedCell):
+        for name, child in module.named_children():
+            if name not in ('ops', '_arch_alpha'):
+                _add(out, _module_polynomial(child, labels))
+        for i, ops in enumerate(module.ops, start=module.num_predecessors):
+            edges = {(j, o): _module_polynomial(ops[j][name], labels) for j in range(i) for o, name in enumerate(module.op_names)}
+            for input_label, op_label in module._slots(i):
+                for (j, o), poly in edges.items():
+                    _add(out, _times_all(poly, [(input_label, labels[input_label].values.index(j)), (op_label, o)]))
         return out
     if isinstance(module, MixedOperation):
-        own = sorted(module.simplify())
-        for indices in itertools.product(*(range(len(labels[lab].values)) for lab in own)):
-            sample = {lab: labels[lab].values[i] for lab, i in zip(own, indices)}
+        for sample, factors in _assignments(module.simplify()):
             # Build the plain layer rather than MixedOperation.freeze, which fails on bias-free convs (NNI 3.0).
             arguments = {**module.init_arguments, **{k: v.freeze(sample) for k, v in module.mutable_arguments.items()}}
-            count = sum(p.numel() for p in module.bound_type(**arguments).parameters())
-            out[frozenset(zip(own, indices))] += count
+            with torch.device('meta'):                   # only the shapes count
+                out[frozenset(factors)] += sum(p.numel() for p in module.bound_type(**arguments).parameters())
         return out
     if isinstance(module, DifferentiableMixedInput):
         return out                                       # chooses among inputs; holds no weights
@@ -85,13 +108,46 @@ def _module_polynomial(module: nn.Module, labels: Mapping[str, Categorical]) -> 
     return out
 
 
+def frozen_params(space: nn.Module, arch: Mapping[str, object]) -> int:
+    """``sum(p.numel())`` of the model ``space.freeze(arch)`` builds, built afresh from the space's own arguments
+    (NNI's way to freeze a space; a mutated supernet cannot always freeze itself), on the meta device (shapes
+    only) where the space's constructor allows it."""
+    args, kwargs = getattr(space, 'trace_args', None), getattr(space, 'trace_kwargs', None)
+
+    def build():
+        if args is None or kwargs is None:
+            return space.freeze(dict(arch))
+        with model_context(dict(arch)):
+            return type(space)(*args, **kwargs)
+
+    try:
+        with torch.device('meta'):
+            model = build()
+    except (RuntimeError, NotImplementedError):       # e.g. ``.item()`` in __init__ (NNI's AutoFormer)
+        model = build()
+    return sum(p.numel() for p in model.parameters())
+
+
 class ParamPolynomial:
-    """Parameter count of every architecture of a supernet; see the module docstring."""
+    """Parameter count of every architecture of a supernet; see the module docstring.
+
+    ``exact`` says whether the supernet has the structure of the frozen models (checked by :meth:`check`); NNI's
+    own one-shot supernets do not always (its NDS cells treat ``loose_end`` as ``all``), and then the budget is held
+    at export by ``space.freeze``'s count (``frozen_count``) while the penalty uses the supernet's.
+    """
+
+    exact: bool = True
+    frozen_count: Callable[[Mapping[str, object]], int] | None = None
 
     def __init__(self, supernet: nn.Module, labels: Mapping[str, Categorical]):
-        poly = {term: coef for term, coef in _module_polynomial(supernet, labels).items() if coef}
+        self._mutables = dict(labels)
+        self._set_terms({term: coef for term, coef in _module_polynomial(supernet, labels).items() if coef})
+
+    def _set_terms(self, poly: dict) -> None:
+        self._poly = poly
         self.labels = sorted({lab for term in poly for lab, _ in term})
-        self.choices = {lab: list(labels[lab].values) for lab in self.labels}
+        self.choices = {lab: list(self._mutables[lab].values) for lab in self.labels}
+        self._listed = {lab for lab in self.labels if isinstance(self._mutables[lab], CategoricalMultiple)}   # cell inputs
         offsets, offset = {}, 0
         for lab in self.labels:
             offsets[lab] = offset
@@ -101,6 +157,36 @@ class ParamPolynomial:
         rows = [sorted(offsets[lab] + i for lab, i in term) + [one] * (width - len(term)) for term in poly]
         self._index = torch.tensor(rows, dtype=torch.long).view(len(rows), width)
         self._coef = torch.tensor(list(poly.values()), dtype=torch.float64)
+
+    def check(self, count: Callable[[Mapping[str, object]], int], size_labels: Sequence[str] = (),
+              num: int = 4, seed: int = 0, max_table: int = 64) -> float:
+        """Hold the polynomial against ``count`` (the truth, e.g. :func:`frozen_params`) on ``num`` random
+        architectures. Where they differ, the difference is tabulated over ``size_labels`` (NNI's supernets adapt
+        shapes for depth choices that the frozen models do not have) and kept if it then agrees everywhere it is
+        checked; otherwise ``exact`` is False and ``count`` becomes :meth:`true_count`. Returns the largest
+        relative gap left."""
+        rng = np.random.RandomState(seed)
+        archs = [{lab: m.random(random_state=rng) for lab, m in self._mutables.items()} for _ in range(num)]
+        truth = [count(a) for a in archs]
+        if all(self.count(a) == t for a, t in zip(archs, truth)):
+            return 0.0
+        table = {lab: self._mutables[lab] for lab in sorted(size_labels)}
+        if table and math.prod(len(m.values) for m in table.values()) <= max_table:
+            original = self._poly
+            corrected = defaultdict(int, original)
+            for sample, factors in _assignments(table):
+                arch = {**archs[0], **sample}
+                corrected[frozenset(factors)] += count(arch) - self.count(arch)
+            self._set_terms({term: coef for term, coef in corrected.items() if coef})
+            if all(self.count(a) == t for a, t in zip(archs, truth)):
+                return 0.0
+            self._set_terms(original)
+        self.exact, self.frozen_count = False, count
+        return max(abs(self.count(a) - t) / max(t, 1) for a, t in zip(archs, truth))
+
+    def true_count(self, arch: Mapping[str, object]) -> int:
+        """``space.freeze(arch)``'s parameter count: the polynomial's where it is ``exact``."""
+        return self.count(arch) if self.exact else self.frozen_count(arch)
 
     def _flat(self, probs: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """``[..., n_choices + 1]``: the label distributions side by side, then a 1."""
@@ -116,9 +202,15 @@ class ParamPolynomial:
 
     def _indices(self, arch: Mapping[str, object]) -> torch.Tensor:
         try:
-            return torch.tensor([self.choices[lab].index(arch[lab]) for lab in self.labels])
+            return torch.tensor([self.choices[lab].index(self._value(lab, arch[lab])) for lab in self.labels])
         except (KeyError, ValueError) as err:
             raise ValueError(f'architecture does not fit the space: {err}') from None
+
+    def _value(self, label: str, value):
+        """A one-element list (a cell input, ``n_chosen=1``) stands for its element."""
+        if label in self._listed and isinstance(value, (list, tuple)) and len(value) == 1:
+            return value[0]
+        return value
 
     def _counts(self, indices: torch.Tensor) -> torch.Tensor:
         """Parameter counts of architectures given as a ``[N, n_labels]`` matrix of choice indices."""
@@ -130,13 +222,15 @@ class ParamPolynomial:
         return int(round(float(self._counts(self._indices(arch)[None])[0])))
 
     def smallest(self) -> int:
-        """A lower bound of the parameter counts in the space: its fixed part (every coefficient is >= 0)."""
-        return int(self._coef[self._index.eq(self._one).all(-1)].sum())
+        """A lower bound of the parameter counts in the space: its fixed part plus every negative coefficient."""
+        fixed = self._index.eq(self._one).all(-1)
+        return int(self._coef[fixed].sum() + self._coef[~fixed].clamp(max=0).sum())
 
     def most_probable_within(self, probs: Mapping[str, torch.Tensor], lower: float, upper: float,
                              start: Mapping[str, object], *, num_samples: int = 4096,
                              generator: torch.Generator | None = None,
-                             simplify: Callable[[dict], dict | None] | None = None) -> tuple[dict, int, bool]:
+                             simplify: Callable[[dict], dict | None] | None = None,
+                             max_checks: int = 16) -> tuple[dict, int, bool]:
         """The most probable architecture with ``lower <= params <= upper``.
 
         Candidates: ``start`` (the argmax), a greedy repair of it (the cheapest single changes, in
@@ -144,7 +238,8 @@ class ParamPolynomial:
         mixed 1:1 with uniform. ``simplify`` maps a candidate to the network it stands for (counted and
         returned; the candidate's own probability ranks it), or to ``None`` if it is unusable. Returns
         ``(arch, params, inside)``; with nothing inside, the closest candidate; an unusable candidate only
-        when every one is (then ``start``).
+        when every one is (then ``start``). Where the polynomial is not ``exact``, up to ``max_checks`` of the
+        best-ranked candidates are counted by ``frozen_count`` and the first inside the window wins.
         """
         logp = [torch.log(torch.as_tensor(probs[lab], dtype=torch.float64).clamp_min(1e-12)) for lab in self.labels]
 
@@ -168,11 +263,24 @@ class ParamPolynomial:
         gap = distance(counts)
         score = log_prob(candidates) - gap * 1e12                     # inside the window first, then most probable
         score[~usable] = -math.inf
-        best = int(torch.argmax(score))                              # all -inf: the first, ``start``
-        return archs[best], int(round(float(counts[best]))), bool(gap[best] == 0)
+        if self.exact:
+            best = int(torch.argmax(score))                          # all -inf: the first, ``start``
+            return archs[best], int(round(float(counts[best]))), bool(gap[best] == 0)
+        # The supernet's count is not the frozen model's: try the best candidates by their frozen count.
+        tried: dict[str, tuple[int, float]] = {}
+        for index in torch.argsort(score, descending=True)[:max_checks].tolist():
+            key = repr(sorted(archs[index].items()))
+            if key not in tried and (usable[index] or not tried):
+                params = self.frozen_count(archs[index])
+                tried[key] = (index, params)
+                if lower <= params <= upper:
+                    return archs[index], params, True
+        index, params = min(tried.values(), key=lambda t: float(distance(torch.tensor(float(t[1])))))
+        return archs[index], params, False
 
     def _arch(self, indices: torch.Tensor, start: Mapping[str, object]) -> dict:
-        return {**start, **{lab: self.choices[lab][int(i)] for lab, i in zip(self.labels, indices)}}
+        values = {lab: self.choices[lab][int(i)] for lab, i in zip(self.labels, indices)}
+        return {**start, **{lab: [v] if lab in self._listed else v for lab, v in values.items()}}
 
     def _greedy_repair(self, arch: torch.Tensor, logp: list, distance) -> torch.Tensor:
         while float(gap := distance(self._counts(arch))[0]) > 0:

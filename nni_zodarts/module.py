@@ -326,21 +326,24 @@ class ZODartsPPModule(DartsLightningModule):
         return torch.optim.Adam(self.arch_parameters(), self.arc_learning_rate, betas=(0.5, 0.999), weight_decay=1e-3)
 
     def export(self) -> dict[str, Any]:
-        """DARTS's argmax with every cell's output reachable and its dead edges pruned (the authors' checkNone,
-        spec §8); with a ``param_budget``, the most probable such architecture inside it (spec §6)."""
-        from search_spaces.ops import dead_cells, most_probable_alive, prune_dead_edges
-
-        arch = prune_dead_edges(most_probable_alive(super().export(), self.export_probs()))
+        """DARTS's argmax, mended by the space's ``mend_architecture`` hook if it has one; with a
+        ``param_budget``, the most probable architecture inside it (spec §6), by the space's
+        ``canonical_architecture`` hook where present (the network an architecture stands for, or ``None``)."""
+        space = self.model
+        mend = getattr(space, 'mend_architecture', None)
+        arch = super().export()
+        if mend is not None:
+            arch = mend(arch, self.export_probs())
         if self.cfg.param_budget is None or self.polynomial is None:
             return arch
         lower, upper = self.cfg.param_budget
-        if lower <= self.polynomial.count(arch) <= upper:
+        if lower <= self.polynomial.count(arch) <= upper and self.polynomial.exact:
             return arch
         with torch.no_grad():
             probs = {lab: p.detach().cpu() for lab, p in self.probabilities().items()}
         arch, params, inside = self.polynomial.most_probable_within(
             probs, lower, upper, arch, generator=torch.Generator().manual_seed(0),
-            simplify=lambda a: None if dead_cells(a) else prune_dead_edges(a))
+            simplify=getattr(space, 'canonical_architecture', None))
         if not inside:
             warn_outside(params, lower, upper)
         return arch

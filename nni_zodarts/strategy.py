@@ -5,14 +5,16 @@ import warnings
 from typing import Any, Sequence
 
 import torch
+from nni.mutable import Categorical, CategoricalMultiple
+import nni.nas.strategy  # noqa: F401  (first: NNI 3.0's circular import would leave its own strategies as stubs)
 from nni.nas.oneshot.pytorch.strategy import DARTS, no_default_hook
-from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedCell
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedRepeat
 from nni.nas.oneshot.pytorch.supermodule.operation import NATIVE_MIXED_OPERATIONS, MixedOperation
 
-from .budget import ParamPolynomial, parse_budget
+from .budget import ParamPolynomial, frozen_params, parse_budget
 from .module import ZOConfig, ZODartsPPModule
 from .sparsemax import TemperedSoftmax, TemperedSparsemax
-from .supermodules import SparseMixedInput, SparseMixedLayer, SparseMixedOpPolicy, SparseMixedRepeat
+from .supermodules import SparseMixedCell, SparseMixedInput, SparseMixedLayer, SparseMixedOpPolicy, SparseMixedRepeat
 
 __all__ = ['ZODartsPP']
 
@@ -92,7 +94,7 @@ class ZODartsPP(DARTS):
         return self.normalizer
 
     def default_mutation_hooks(self):
-        return [SparseMixedLayer.mutate, SparseMixedInput.mutate, DifferentiableMixedCell.mutate,
+        return [SparseMixedLayer.mutate, SparseMixedInput.mutate, SparseMixedCell.mutate,
                 SparseMixedRepeat.mutate, *[op.mutate for op in NATIVE_MIXED_OPERATIONS], no_default_hook]
 
     def run_hook(self, hook, name, module, memo):
@@ -103,9 +105,18 @@ class ZODartsPP(DARTS):
 
     def mutate_model(self, model):
         labels = model.simplify()
+        for label, mutable in labels.items():
+            _check(isinstance(mutable, (Categorical, CategoricalMultiple)),
+                   f'ZODartsPP cannot search {label!r} ({type(mutable).__name__}): only categorical choices are '
+                   'differentiable; fix it or use a multi-trial strategy for this space')
         model = super().mutate_model(model)
         if not self._arch_parameters:
             raise ValueError('the model space has no choices to search: add a LayerChoice, nni.choice or Repeat')
+        held = {id(p) for p in model.parameters()}
+        lost = [label for label, alpha in self._arch_parameters.items() if id(alpha) not in held]
+        _check(not lost, f'ZODartsPP cannot search {", ".join(lost)}: no differentiable super-module of NNI takes '
+                         f'{"this choice" if len(lost) == 1 else "these choices"} (e.g. a constraint or a choice used only '
+                         'in Python code); make it fixed or express it as LayerChoice, InputChoice, nni.choice or Repeat')
         self.size_labels = _size_labels(model, labels)
         if self.config.size_search_start_epoch > 0:
             for label in self.size_labels:                # spec §1: largest kernel / width / depth until the phase
@@ -118,7 +129,14 @@ class ZODartsPP(DARTS):
         except NotImplementedError as err:
             _check(self.config.param_budget is None, f'param_budget cannot be used with this space: {err}')
             warnings.warn(f'expected parameter count unavailable: {err}', RuntimeWarning)
-        if self.polynomial is not None and self.config.param_budget is not None:
+        else:
+            gap = self.polynomial.check(lambda arch: frozen_params(model, arch), sorted(self.size_labels))
+            if gap > 0 and self.config.param_budget is not None:
+                warnings.warn(f'this supernet differs from the frozen models of its space (its parameter count is up to '
+                              f'{gap:.0%} off space.freeze\'s, as NNI\'s cells with loose ends are): the budget penalty '
+                              'uses the supernet\'s count, the export is held to param_budget by space.freeze\'s',
+                              RuntimeWarning)
+        if self.polynomial is not None and self.polynomial.exact and self.config.param_budget is not None:
             smallest = self.polynomial.smallest()
             _check(self.config.param_budget[1] >= smallest,
                    f'param_budget {self.config.param_budget[1]:,.0f} is below the smallest architecture of this space '
@@ -146,9 +164,11 @@ def _size_labels(supernet, labels) -> set[str]:
     """Labels that size an operation (kernel size, width, ``Repeat`` depth) and choose no operation."""
     size, ops = set(), set()
     for module in supernet.modules():
-        if isinstance(module, (SparseMixedLayer, SparseMixedInput, DifferentiableMixedCell)):
+        if isinstance(module, (SparseMixedLayer, SparseMixedInput)):
             ops.add(module.label)
-        elif isinstance(module, (SparseMixedRepeat, MixedOperation)):
+        elif isinstance(module, SparseMixedCell):
+            ops.update(module._arch_alpha.keys())
+        elif isinstance(module, (DifferentiableMixedRepeat, MixedOperation)):
             size.update(module._arch_alpha.keys())
     return {lab for lab in size - ops if _orderable(labels[lab].values)}
 

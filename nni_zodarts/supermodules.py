@@ -6,19 +6,28 @@ from running them: a skipped candidate's weights get no gradient at all, so SGD 
 no momentum) until they re-enter the support, where the authors' dense supernet decays them with a zero gradient.
 With a single candidate left at weight 1 the op runs as the plain candidate (the Jacobian is zero there too).
 Each class is a drop-in subclass, installed by :meth:`ZODartsPP.default_mutation_hooks`.
+
+One more: :class:`SparseMixedCell` relaxes NNI's ``Cell`` over the cell's own labels (``{cell}/op_{i}_{k}`` and
+``{cell}/input_{i}_{k}``, the labels ``space.freeze`` takes) where NNI's ``DifferentiableMixedCell`` keeps private
+per-edge alphas that no label of the space names; so a cell is searched, annealed, costed and exported like any
+other choice.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import torch
-from nni.mutable import Categorical
+from nni.mutable import Categorical, CategoricalMultiple
+from nni.nas.nn.pytorch.cell import preprocess_cell_inputs
 from nni.nas.oneshot.pytorch.supermodule._expression_utils import traverse_all_options, weighted_sum
 from nni.nas.oneshot.pytorch.supermodule.differentiable import (
     DifferentiableMixedInput, DifferentiableMixedLayer, DifferentiableMixedRepeat, MixedOpDifferentiablePolicy,
 )
+from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingCell
+from torch import nn
 
-__all__ = ['SparseMixedLayer', 'SparseMixedInput', 'SparseMixedRepeat', 'SparseMixedOpPolicy', 'nonzero_options', 'mix']
+__all__ = ['SparseMixedLayer', 'SparseMixedInput', 'SparseMixedRepeat', 'SparseMixedOpPolicy', 'SparseMixedCell',
+           'nonzero_options', 'mix']
 
 
 def nonzero_options(options: list[tuple[Any, torch.Tensor]]) -> list[tuple[Any, torch.Tensor]]:
@@ -93,3 +102,59 @@ class SparseMixedOpPolicy(MixedOpDifferentiablePolicy):
         if len(alive) == 1:
             return alive[0][0]
         return dict(alive)
+
+
+class SparseMixedCell(PathSamplingCell):
+    """:class:`~nni.nas.nn.pytorch.Cell` relaxed over its own labels: op ``k`` of node ``i`` reads input ``j`` with
+    probability ``q_ik(j)`` and is operation ``o`` with probability ``p_ik(o)``, so node ``i`` is
+    ``sum_{j,o} (sum_k q_ik(j) p_ik(o)) op_ijo(x_j)``, every pair of non-zero weight run once. Like NNI's
+    differentiable cell, it outputs every node (``loose_end`` cells as ``all``; ``space.freeze`` builds the real one).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        memo, mutate_kwargs = args[7], args[8]
+        self._softmax = mutate_kwargs.get('softmax', nn.Softmax(-1))
+        own = [label for i in range(self.num_predecessors, self.num_predecessors + self.num_nodes)
+               for pair in self._slots(i) for label in pair]
+        self._arch_alpha = nn.ParameterDict({label: memo[label] for label in own})
+
+    @classmethod
+    def mutate(cls, module, name, memo, mutate_kwargs):
+        if 'softmax' in mutate_kwargs:                   # differentiable strategies only
+            return super().mutate(module, name, memo, mutate_kwargs)
+
+    def arch_parameters(self):
+        return list(self._arch_alpha.values())
+
+    def _slots(self, i: int) -> list[tuple[str, str]]:
+        return [(f'{self.label}/input_{i}_{k}', f'{self.label}/op_{i}_{k}') for k in range(self.num_ops_per_node)]
+
+    def resample(self, memo):
+        return {}
+
+    def export(self, memo):
+        """Argmax of each label: ``op`` an operation name, ``input`` a one-element list (``n_chosen=1``)."""
+        out, specs = {}, self.simplify()
+        for label, alpha in self._arch_alpha.items():
+            if label not in memo:
+                value = specs[label].values[int(torch.argmax(alpha))]
+                out[label] = [value] if isinstance(specs[label], CategoricalMultiple) else value
+        return out
+
+    def export_probs(self, memo):
+        specs = self.simplify()
+        return {label: dict(zip(specs[label].values, self._softmax(alpha).detach().cpu().tolist()))
+                for label, alpha in self._arch_alpha.items() if label not in memo}
+
+    def forward(self, *inputs):
+        processed = preprocess_cell_inputs(self.num_predecessors, *inputs)
+        states = self.preprocessor(processed)
+        for i, ops in enumerate(self.ops, start=self.num_predecessors):
+            pair = 0
+            for input_label, op_label in self._slots(i):
+                pair = pair + self._softmax(self._arch_alpha[input_label])[:, None] * self._softmax(self._arch_alpha[op_label])
+            terms = [(ops[j][name], states[j], pair[j, o]) for j in range(i) for o, name in enumerate(self.op_names)]
+            alive = nonzero_options([((op, x), w) for op, x, w in terms])
+            states.append(mix([op(x) for (op, x), _ in alive], [w for _, w in alive]))
+        return self.postprocessor(torch.cat(states[self.num_predecessors:], self.concat_dim), processed)

@@ -2,14 +2,10 @@
 fixed baseline of the papers' tables."""
 from __future__ import annotations
 
-from nni_zodarts.nni_workarounds import quiet_nni_warnings
-
-quiet_nni_warnings()
-
-from .nb201 import NB201Space  # noqa: E402
-from .ops import dead_cells, most_probable_alive, prune_dead_edges  # noqa: E402
-from .resnet import ResNet18Space  # noqa: E402
-from .size_variable import SizeVariableSpace  # noqa: E402
+from .nb201 import NB201Space
+from .ops import dead_cells, most_probable_alive, prune_dead_edges
+from .resnet import ResNet18Space
+from .size_variable import SizeVariableSpace
 
 SPACES = {'size_variable': SizeVariableSpace, 'nb201': NB201Space, 'resnet18': ResNet18Space}
 

@@ -205,7 +205,20 @@ def stem(in_channels: int, channels) -> nn.Module:
 
 class CellNetworkSpace(ModelSpace):
     """The NAS-Bench-201 skeleton (spec §2): stem, three stages of cells with a residual reduction between
-    them, head. Subclasses fill ``self.stem``, ``self.stages`` (3 modules), ``self.reductions`` (2), ``self.head``."""
+    them, head. Subclasses fill ``self.stem``, ``self.stages`` (3 modules), ``self.reductions`` (2), ``self.head``.
+
+    It offers the two architecture hooks ``ZODartsPP`` calls on a space that has them (the authors' checkNone):
+    ``mend_architecture`` (the argmax with every dead cell made live) and ``canonical_architecture`` (the network
+    an architecture stands for, dead edges pruned; ``None`` if a cell is dead).
+    """
+
+    @staticmethod
+    def mend_architecture(arch: dict, probs: dict[str, dict]) -> dict:
+        return prune_dead_edges(most_probable_alive(arch, probs))
+
+    @staticmethod
+    def canonical_architecture(arch: dict) -> dict | None:
+        return None if dead_cells(arch) else prune_dead_edges(arch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

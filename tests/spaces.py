@@ -71,3 +71,24 @@ class FixedSpace(ModelSpace):
 
     def forward(self, x):
         return self.fc(x.view(x.size(0), -1))
+
+
+class CellSpace(ModelSpace):
+    """NNI's own ``Cell`` (two nodes, one op each, two predecessors) with a width: 2 x 3 x 2 x 3 x 3 = 108
+    architectures, few enough to enumerate."""
+
+    def __init__(self, merge_op='all'):
+        super().__init__()
+        from nni.nas.nn.pytorch import Cell
+        width = nni.choice('width', [2, 4])
+        self.stem = MutableConv2d(1, width, 3, padding=1)
+        ops = {'conv': lambda node, op, inp: MutableConv2d(width, width, 3, padding=1),
+               'wide': lambda node, op, inp: nn.Sequential(MutableConv2d(width, width, 1), MutableBatchNorm2d(width)),
+               'skip': lambda node, op, inp: nn.Identity()}
+        self.cell = Cell(ops, num_nodes=2, num_ops_per_node=1, num_predecessors=2, merge_op=merge_op, label='cell')
+        self.fc = MutableLinear(width * 2, 2)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = self.cell([x, x]).mean((2, 3))
+        return self.fc(x)
