@@ -12,12 +12,13 @@ import torch
 
 from benchmarks.batch_statistics import accuracy
 from benchmarks.finished import reported_models
-from benchmarks.reproduce import (COLUMNS, _same_settings, derive_budgets, missing_runs, parse_args,
-                                  random_architecture, share_search_prefix, summarise, target_lines)
+from benchmarks.reproduce import (COLUMNS, DERIVED_BUDGETS, PAPER_BUDGETS, _same_settings, budget_window,
+                                  derive_budgets, missing_runs, parse_args, random_architecture, share_search_prefix,
+                                  summarise, target_lines)
 from benchmarks.selection import read_runs
 from nni_zodarts.retrain import build_model
 from nni_zodarts.search import sample_architecture
-from search_spaces import create_space
+from search_spaces import create_space, dead_cells, prune_dead_edges
 from test_reliability import final_alpha
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -103,6 +104,32 @@ def test_targets_compare_the_means_with_the_papers_and_with_unconstrained():
     assert target_lines(summarise(frame))[1].endswith('-3.0 points of ACC: missed')
     one_seed = target_lines(summarise(frame[frame.seed == 0]))
     assert '(1 seed)' in one_seed[1] and one_seed[0].endswith('-0.5 points, missed so far (the target is a 3-seed mean)')
+
+
+def test_random_small_draws_inside_the_window_the_same_way_for_each_seed(tmp_path):
+    # Retina's window is derived; with no unconstrained runs in this runs folder it is the one the CSV's rows used
+    args = argparse.Namespace(runs=tmp_path, dataset='retinamnist', seeds=[1, 2, 3])
+    assert budget_window('small', 2, args) == DERIVED_BUDGETS['retinamnist']['small'] == (0, 198_808)
+    for dataset, shape, window in (('retinamnist', {'in_channels': 3, 'num_classes': 5}, (0, 198_808)),
+                                   ('breastmnist', {}, PAPER_BUDGETS['breastmnist']['medium'])):
+        drawn = random_architecture(2, window, dataset)
+        params = sum(p.numel() for p in build_model(drawn, 'size_variable', shape).parameters())   # as retrained
+        assert window[0] <= params <= window[1]
+        assert not dead_cells(drawn) and drawn == prune_dead_edges(drawn)
+        assert drawn == random_architecture(2, window, dataset) != random_architecture(3, window, dataset)
+        assert drawn != random_architecture(2)          # seed 2's first draw (308k parameters) fits neither window
+
+    rows = [('zodartspp', 200_000, [0.88, 0.89]), ('random (small)', 150_000, [0.85, 0.87]),
+            ('zodartspp (small)', 120_000, [0.87, 0.88]), ('random', 190_000, [0.88, 0.88])]
+    frame = pd.DataFrame([{'dataset': 'breastmnist', 'retrain_epochs': 300, 'variant': variant, 'seed': seed,
+                           'test_acc': acc, 'test_auc': 0.9, 'test_acc_max': 0.9, 'params': params,
+                           'search_seconds': 1.0, 'retrain_seconds': 1.0}
+                          for variant, params, accs in rows for seed, acc in enumerate(accs)])
+    table = summarise(frame)
+    assert table.index.get_level_values('variant').tolist() == ['zodartspp', 'zodartspp (small)', 'random (small)',
+                                                                'random']
+    assert target_lines(table)[-1] == ('- breastmnist small: ZO-DARTS++ 0.875 ± 0.007 at 120,000 parameters, random '
+                                       'draws in the window 0.860 ± 0.014 at 150,000 (2 seeds): +1.5 points')
 
 
 def test_retraining_epochs_default_to_the_issue_protocol_per_data_set():
