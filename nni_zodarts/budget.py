@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from nni.mutable import Categorical, CategoricalMultiple
-from nni.nas.space import model_context
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from nni.nas.oneshot.pytorch.supermodule.differentiable import (
     DifferentiableMixedInput, DifferentiableMixedLayer, DifferentiableMixedRepeat,
@@ -51,9 +50,9 @@ def _times(poly: dict, factor: tuple[str, int]) -> dict:
     return out
 
 
-def _add(into: dict, poly: dict) -> None:
+def _add(into: dict, poly: dict, scale: int = 1) -> None:
     for term, coef in poly.items():
-        into[term] += coef
+        into[term] += scale * coef
 
 
 def _times_all(poly: dict, factors) -> dict:
@@ -67,6 +66,21 @@ def _assignments(mutables: Mapping[str, Categorical]):
     own = sorted(mutables)
     for indices in itertools.product(*(range(len(mutables[lab].values)) for lab in own)):
         yield {lab: mutables[lab].values[i] for lab, i in zip(own, indices)}, list(zip(own, indices))
+
+
+def _used_nodes(cell: SparseMixedCell, labels: Mapping[str, Categorical]) -> dict:
+    """How many of ``cell``'s nodes an op reads: ``sum_n 1 - prod_(slots s after n) (1 - 1[input_s = n])``. A
+    ``loose_end`` cell outputs the other nodes, so the frozen network's widths after it depend on this count."""
+    out: dict = defaultdict(int)
+    first, end = cell.num_predecessors, cell.num_predecessors + cell.num_nodes
+    for node in range(first, end):
+        unused: dict = defaultdict(int, {frozenset(): 1})
+        for later in range(node + 1, end):
+            for input_label, _ in cell._slots(later):
+                _add(unused, _times(unused, (input_label, labels[input_label].values.index(node))), -1)
+        out[frozenset()] += 1
+        _add(out, unused, -1)
+    return out
 
 
 def _module_polynomial(module: nn.Module, labels: Mapping[str, Categorical]) -> dict:
@@ -108,24 +122,28 @@ def _module_polynomial(module: nn.Module, labels: Mapping[str, Categorical]) -> 
     return out
 
 
-def frozen_params(space: nn.Module, arch: Mapping[str, object]) -> int:
-    """``sum(p.numel())`` of the model ``space.freeze(arch)`` builds, built afresh from the space's own arguments
-    (NNI's way to freeze a space; a mutated supernet cannot always freeze itself), on the meta device (shapes
-    only) where the space's constructor allows it."""
+def frozen_counter(space: nn.Module) -> Callable[[Mapping[str, object]], int]:
+    """``arch -> sum(p.numel())`` of ``space.freeze(arch)`` as a user calls it: on a fresh copy of the space built
+    once from its own arguments (a mutated supernet cannot always freeze itself), on the meta device (shapes only)
+    where the space's constructor allows it."""
     args, kwargs = getattr(space, 'trace_args', None), getattr(space, 'trace_kwargs', None)
+    fresh = None
 
-    def build():
-        if args is None or kwargs is None:
-            return space.freeze(dict(arch))
-        with model_context(dict(arch)):
-            return type(space)(*args, **kwargs)
+    def on_meta_if_possible(build):
+        try:
+            with torch.device('meta'):
+                return build()
+        except (RuntimeError, NotImplementedError):     # e.g. ``.item()`` in __init__ (NNI's AutoFormer)
+            return build()
 
-    try:
-        with torch.device('meta'):
-            model = build()
-    except (RuntimeError, NotImplementedError):       # e.g. ``.item()`` in __init__ (NNI's AutoFormer)
-        model = build()
-    return sum(p.numel() for p in model.parameters())
+    def count(arch: Mapping[str, object]) -> int:
+        nonlocal fresh
+        if fresh is None:
+            fresh = space if args is None or kwargs is None else on_meta_if_possible(lambda: type(space)(*args, **kwargs))
+        model = on_meta_if_possible(lambda: fresh.freeze(dict(arch)))
+        return sum(p.numel() for p in model.parameters())
+
+    return count
 
 
 class ParamPolynomial:
@@ -141,6 +159,8 @@ class ParamPolynomial:
 
     def __init__(self, supernet: nn.Module, labels: Mapping[str, Categorical]):
         self._mutables = dict(labels)
+        self._loose_cells = {m.label: m for m in supernet.modules()
+                             if isinstance(m, SparseMixedCell) and m.merge_op == 'loose_end'}
         self._set_terms({term: coef for term, coef in _module_polynomial(supernet, labels).items() if coef})
 
     def _set_terms(self, poly: dict) -> None:
@@ -160,23 +180,31 @@ class ParamPolynomial:
 
     def check(self, count: Callable[[Mapping[str, object]], int], size_labels: Sequence[str] = (),
               num: int = 4, seed: int = 0, max_table: int = 64) -> float:
-        """Hold the polynomial against ``count`` (the truth, e.g. :func:`frozen_params`) on ``num`` random
-        architectures. Where they differ, the difference is tabulated over ``size_labels`` (NNI's supernets adapt
-        shapes for depth choices that the frozen models do not have) and kept if it then agrees everywhere it is
-        checked; otherwise ``exact`` is False and ``count`` becomes :meth:`true_count`. Returns the largest
-        relative gap left."""
+        """Hold the polynomial against ``count`` (the truth, e.g. :func:`frozen_counter`) on ``num`` random
+        architectures. NNI's supernets are not always the frozen networks: a stage adapts shapes for its depth
+        choice, and a cell with loose ends outputs every node. So where they differ, the difference is fitted per
+        combination of ``size_labels`` as ``b + sum_c a_c used_c`` (``used_c``: the nodes read in loose-end cell
+        ``c``, from frozen counts) and kept if it then agrees on every random architecture; otherwise ``exact``
+        is False and ``count`` becomes :meth:`true_count`. Returns the largest relative gap left."""
         rng = np.random.RandomState(seed)
         archs = [{lab: m.random(random_state=rng) for lab, m in self._mutables.items()} for _ in range(num)]
         truth = [count(a) for a in archs]
         if all(self.count(a) == t for a, t in zip(archs, truth)):
             return 0.0
         table = {lab: self._mutables[lab] for lab in sorted(size_labels)}
-        if table and math.prod(len(m.values) for m in table.values()) <= max_table:
-            original = self._poly
-            corrected = defaultdict(int, original)
+        if (table or self._loose_cells) and math.prod(len(m.values) for m in table.values()) <= max_table:
+            original, corrected = self._poly, defaultdict(int, self._poly)
             for sample, factors in _assignments(table):
-                arch = {**archs[0], **sample}
-                corrected[frozenset(factors)] += count(arch) - self.count(arch)
+                base = {**archs[0], **sample, **{lab: [0] for cell in self._loose_cells.values()    # no node read
+                                                 for i in range(cell.num_predecessors, cell.num_predecessors + cell.num_nodes)
+                                                 for lab, _ in cell._slots(i)}}
+                offset = count(base) - self.count(base)
+                corrected[frozenset(factors)] += offset
+                for cell in self._loose_cells.values():                          # one node read: its slope
+                    last = cell.num_predecessors + cell.num_nodes - 1
+                    arch = {**base, cell._slots(last)[0][0]: [cell.num_predecessors]}
+                    slope = count(arch) - self.count(arch) - offset
+                    _add(corrected, _times_all(_used_nodes(cell, self._mutables), factors), slope)
             self._set_terms({term: coef for term, coef in corrected.items() if coef})
             if all(self.count(a) == t for a, t in zip(archs, truth)):
                 return 0.0
@@ -268,13 +296,15 @@ class ParamPolynomial:
             return archs[best], int(round(float(counts[best]))), bool(gap[best] == 0)
         # The supernet's count is not the frozen model's: try the best candidates by their frozen count.
         tried: dict[str, tuple[int, float]] = {}
-        for index in torch.argsort(score, descending=True)[:max_checks].tolist():
+        for index in torch.argsort(score, descending=True).tolist():
             key = repr(sorted(archs[index].items()))
             if key not in tried and (usable[index] or not tried):
                 params = self.frozen_count(archs[index])
                 tried[key] = (index, params)
                 if lower <= params <= upper:
                     return archs[index], params, True
+                if len(tried) == max_checks:
+                    break
         index, params = min(tried.values(), key=lambda t: float(distance(torch.tensor(float(t[1])))))
         return archs[index], params, False
 

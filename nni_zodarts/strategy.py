@@ -11,7 +11,7 @@ from nni.nas.oneshot.pytorch.strategy import DARTS, no_default_hook
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedRepeat
 from nni.nas.oneshot.pytorch.supermodule.operation import NATIVE_MIXED_OPERATIONS, MixedOperation
 
-from .budget import ParamPolynomial, frozen_params, parse_budget
+from .budget import ParamPolynomial, frozen_counter, parse_budget
 from .module import ZOConfig, ZODartsPPModule
 from .sparsemax import TemperedSoftmax, TemperedSparsemax
 from .supermodules import SparseMixedCell, SparseMixedInput, SparseMixedLayer, SparseMixedOpPolicy, SparseMixedRepeat
@@ -130,7 +130,7 @@ class ZODartsPP(DARTS):
             _check(self.config.param_budget is None, f'param_budget cannot be used with this space: {err}')
             warnings.warn(f'expected parameter count unavailable: {err}', RuntimeWarning)
         else:
-            gap = self.polynomial.check(lambda arch: frozen_params(model, arch), sorted(self.size_labels))
+            gap = self.polynomial.check(frozen_counter(model), sorted(self.size_labels))
             if gap > 0 and self.config.param_budget is not None:
                 warnings.warn(f'this supernet differs from the frozen models of its space (its parameter count is up to '
                               f'{gap:.0%} off space.freeze\'s, as NNI\'s cells with loose ends are): the budget penalty '

@@ -119,10 +119,15 @@ class SparseMixedCell(PathSamplingCell):
                for pair in self._slots(i) for label in pair]
         self._arch_alpha = nn.ParameterDict({label: memo[label] for label in own})
 
+    merge_op: str = 'all'       # the frozen cell's: 'loose_end' outputs only the nodes no op reads
+
     @classmethod
     def mutate(cls, module, name, memo, mutate_kwargs):
         if 'softmax' in mutate_kwargs:                   # differentiable strategies only
-            return super().mutate(module, name, memo, mutate_kwargs)
+            cell = super().mutate(module, name, memo, mutate_kwargs)
+            if cell is not None:
+                cell.merge_op = module.merge_op
+            return cell
 
     def arch_parameters(self):
         return list(self._arch_alpha.values())

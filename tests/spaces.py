@@ -92,3 +92,27 @@ class CellSpace(ModelSpace):
         x = self.stem(x)
         x = self.cell([x, x]).mean((2, 3))
         return self.fc(x)
+
+
+class ShapeShiftingSpace(ModelSpace):
+    """A space whose frozen models are not its supernet: choosing ``op`` 1 (no weights) widens a layer after it,
+    which only the frozen model sees (its ``freeze`` builds the space again under the architecture, as NNI's
+    NDS spaces do). Frozen: ``op`` 0 has 20 + 30 + 10 = 60 parameters, ``op`` 1 has 0 + 30 + 60 = 90."""
+
+    def __init__(self):
+        super().__init__()
+        from nni.nas.space import current_model
+        arch = current_model()
+        wide = isinstance(arch, dict) and arch.get('op') == 1
+        self.op = LayerChoice([nn.Linear(4, 4), nn.Identity()], label='op')
+        self.head = nn.Linear(4, 6)
+        self.extra = nn.Linear(4, 12 if wide else 2)
+
+    def freeze(self, sample):
+        from nni.nas.space import model_context
+        with model_context(sample):
+            return ShapeShiftingSpace()
+
+    def forward(self, x):
+        x = self.op(x)
+        return self.head(x) + self.extra(x).sum(1, keepdim=True)
