@@ -1,6 +1,10 @@
 """Search speed, side by side in one invocation: the same space, data, batch size and machine for every method.
 
     python -m benchmarks.search_speed --dataset breastmnist --space size_variable --epochs 10
+    python -m benchmarks.search_speed --space nni_darts --methods darts zodartspp zodartspp_direct --epochs 4
+
+``--space nni_darts`` is NNI's own DARTS cell space (``nni.nas.hub.pytorch.DARTS``, CIFAR stem: grey images are
+repeated to 3 channels, and its 10-way head is trained on the data set's labels).
 
 Methods: ``supernet`` (weights only, alpha fixed and uniform: the lower bound), NNI ``darts`` (first order),
 NNI ``gumbel_darts``, ``zodartspp`` (implicit, the paper's estimator), ``zodartspp_direct`` and
@@ -56,14 +60,19 @@ def worker(args) -> dict:
     pl.seed_everything(args.seed, verbose=False)
     data = load_medmnist(args.dataset, args.data_root)
     batch = args.batch_size or PAPER_SEARCH_BATCH[args.dataset]
-    space_kwargs = dict(in_channels=data.n_channels, num_classes=data.n_classes)
+    if args.space == 'nni_darts':
+        from nni.nas.hub.pytorch import DARTS
+        data = _as_rgb_with_ten_classes(data)
+        make_space = lambda: DARTS(width=tuple(args.hub_width), num_cells=tuple(args.hub_cells), dataset='cifar')
+    else:
+        make_space = lambda: create_space(args.space, in_channels=data.n_channels, num_classes=data.n_classes)
     strategy = make_strategy(args.worker, args)
-    arch, seconds, _, (ax, ay) = timed_search(create_space(args.space, **space_kwargs), strategy, data, batch, args.seed,
+    arch, seconds, _, (ax, ay) = timed_search(make_space(), strategy, data, batch, args.seed,
                                               max_samples=args.max_samples, max_epochs=args.epochs,
                                               schedule_epochs=args.schedule_epochs or args.epochs,
                                               accelerator=args.accelerator)
     _, val_acc = evaluate(strategy.oneshot_module, make_loader(ax, ay, 256, train=False))
-    frozen = create_space(args.space, **space_kwargs).freeze(prune_dead_edges(arch))
+    frozen = make_space().freeze(prune_dead_edges(arch))
     params = sum(p.numel() for p in frozen.parameters())
     start = args.size_start if args.space == 'size_variable' else 0
     mean = lambda xs: sum(xs) / len(xs) if xs else float('nan')
@@ -74,11 +83,20 @@ def worker(args) -> dict:
             'device': 'cuda' if torch.cuda.is_available() and args.accelerator != 'cpu' else f'cpu x{args.threads}'}
 
 
+def _as_rgb_with_ten_classes(data):
+    """``data`` for a CIFAR-shaped space: 3-channel images, labels unchanged, 10 output classes."""
+    import dataclasses
+    splits = {name: (images.expand(-1, 3, -1, -1), labels) for name, (images, labels) in data.splits.items()}
+    return dataclasses.replace(data, splits=splits, n_channels=3, n_classes=10)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--dataset', default='breastmnist')
     parser.add_argument('--data-root', default=None)
-    parser.add_argument('--space', default='size_variable', choices=['size_variable', 'nb201'])
+    parser.add_argument('--space', default='size_variable', choices=['size_variable', 'nb201', 'nni_darts'])
+    parser.add_argument('--hub-width', type=int, nargs='+', default=[8, 16], help='nni_darts: width choices')
+    parser.add_argument('--hub-cells', type=int, nargs='+', default=[3, 6], help='nni_darts: cell-count choices')
     parser.add_argument('--epochs', type=int, default=10)
     parser.add_argument('--schedule-epochs', type=int, default=None,
                         help='cosine LR length (default: --epochs; the paper: 50 with a 40-epoch read-out)')
