@@ -1,5 +1,5 @@
 """Per-class recall of the reported weights on the validation and the test split: which images the honest test
-accuracy loses, and how much of the loss a change of class shares between the two splits explains (issue 6).
+accuracy loses, and how much of the loss a change of class shares between the two splits explains.
 
     python -m benchmarks.per_class --data-root ../shared/data/medmnist      # after benchmarks.reproduce
 

@@ -45,9 +45,9 @@ DERIVED_BUDGETS = {'retinamnist': {'small': (0, 198_808), 'medium': (331_794, 44
 # Spec §11: the best ACC any method reaches in the papers' tables, and MedMNIST v2's ResNet-18 (28) for Retina.
 PAPER_BEST = {'breastmnist': 0.885, 'pneumoniamnist': 0.946, 'retinamnist': 0.524}
 TARGET_SOURCE = {'retinamnist': "MedMNIST v2's ResNet-18 (28)"}
-ISSUE_RUNS = (('breastmnist', 'retinamnist', 'pneumoniamnist'), (1, 2, 3),    # data sets x seeds x jobs to run
-              [job for job in JOBS if job != 'random-small'])
-RETRAIN_EPOCHS = {'pneumoniamnist': 100}     # issue 6's CPU protocol; the papers' 300 elsewhere
+REPRODUCTION_RUNS = (('breastmnist', 'retinamnist', 'pneumoniamnist'), (1, 2, 3),    # data sets x seeds x jobs
+                     [job for job in JOBS if job != 'random-small'])
+RETRAIN_EPOCHS = {'pneumoniamnist': 100}     # the CPU protocol's 100; the papers' 300 elsewhere
 
 
 def run_folder(runs: Path, dataset: str, job: str, seed: int) -> Path:
@@ -242,7 +242,7 @@ def done_rows(csv: Path) -> set[tuple]:
 
 
 def report(csv: Path) -> None:
-    """Mean ± std per data set and method (markdown, for docs/RESULTS.md), the issue's targets, and a
+    """Mean ± std per data set and method (markdown, for docs/RESULTS.md), the targets, and a
     params-vs-accuracy plot per data set (every seed, and each method's mean ± std)."""
     import matplotlib
     matplotlib.use('Agg')
@@ -261,7 +261,7 @@ def report(csv: Path) -> None:
     print()
     for line in target_lines(table):
         print(line)
-    print(f'\nStill to run for issue 6: {missing_runs(frame) or "nothing"}.')
+    print(f'\nStill to run: {missing_runs(frame) or "nothing"}.')
     for dataset, rows in frame.groupby('dataset'):
         fig, ax = plt.subplots(figsize=(5.5, 3.8))
         for i, (variant, group) in enumerate(rows.groupby('variant')):
@@ -301,7 +301,7 @@ def _verdict(verdict: str, seeds: float) -> str:
 
 
 def target_lines(table: pd.DataFrame) -> list[str]:
-    """Issue 6's targets, from the mean rows: ZO-DARTS++ >= the papers' best ACC; a budget with >= 35% fewer
+    """The reproduction's targets, from the mean rows: ZO-DARTS++ >= the papers' best ACC; a budget with >= 35% fewer
     parameters than unconstrained loses <= 1 point of ACC; and ZO-DARTS++ at a budget against random draws inside
     the same window."""
     lines = []
@@ -335,9 +335,10 @@ def target_lines(table: pd.DataFrame) -> list[str]:
 
 
 def missing_runs(frame: pd.DataFrame) -> str:
-    """Issue 6's runs (``ISSUE_RUNS``) without a row in ``frame``, e.g. ``retinamnist darts seeds 2, 3``."""
+    """The reproduction's runs (``REPRODUCTION_RUNS``) without a row in ``frame``, e.g. ``retinamnist darts seeds
+    2, 3``."""
     done = {(r.dataset, job_of(r), int(r.seed)) for r in frame.itertuples()}
-    datasets, seeds, jobs = ISSUE_RUNS
+    datasets, seeds, jobs = REPRODUCTION_RUNS
     missing = []
     for dataset in datasets:
         for job in jobs:

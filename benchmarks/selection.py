@@ -1,4 +1,4 @@
-"""How much an honest test accuracy depends on the epoch it is read at (issue 6, RESULTS "Reproduction").
+"""How much an honest test accuracy depends on the epoch it is read at (docs/RESULTS.md, "Reproduction").
 
     python -m benchmarks.selection                   # after benchmarks.reproduce; reads runs/reproduce
 

@@ -132,8 +132,8 @@ def test_random_small_draws_inside_the_window_the_same_way_for_each_seed(tmp_pat
                                        'draws in the window 0.860 ± 0.014 at 150,000 (2 seeds): +1.5 points')
 
 
-def test_retraining_epochs_default_to_the_issue_protocol_per_data_set():
-    assert parse_args(['--dataset', 'pneumoniamnist']).retrain_epochs == 100      # issue 6: at least 100 on CPU
+def test_retraining_epochs_default_to_the_cpu_protocol_per_data_set():
+    assert parse_args(['--dataset', 'pneumoniamnist']).retrain_epochs == 100      # the CPU protocol: at least 100
     assert parse_args(['--dataset', 'retinamnist']).retrain_epochs == 300         # the papers' 300
     assert parse_args(['--dataset', 'pneumoniamnist', '--retrain-epochs', '300']).retrain_epochs == 300
 
