@@ -244,7 +244,7 @@ class ZODartsPPModule(DartsLightningModule):
         if self.cfg.zo_mode == 'implicit':
             window, self._window = self._window, None
             labels, directions, mu = window.labels, window.directions, window.mu
-            _, weights = self._names()
+            weights = {n: w for n, w in self._names()[1].items() if w.requires_grad}     # frozen weights never move
             alphas = {lab: self._alphas[lab].detach().requires_grad_() for lab in labels}
             with torch.enable_grad():
                 loss = self._objective(val_batch, alphas)

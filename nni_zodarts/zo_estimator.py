@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-__all__ = ['unit_directions', 'along', 'direct_estimate', 'implicit_slopes', 'implicit_estimate']
+__all__ = ['unit_directions', 'along', 'direct_estimate', 'implicit_slopes']
 
 
 def unit_directions(num: int, dim: int, *, generator: torch.Generator | None = None,
@@ -43,11 +43,3 @@ def implicit_slopes(grad_alpha: torch.Tensor, grad_w: Sequence[torch.Tensor], we
     implicit = [sum(((wp - w) * g).sum() for wp, w, g in zip(w_prime, weights, grad_w) if g is not None) / mu
                 for w_prime in perturbed_weights]
     return directions @ grad_alpha, torch.stack([torch.as_tensor(t, dtype=grad_alpha.dtype) for t in implicit])
-
-
-def implicit_estimate(grad_alpha: torch.Tensor, grad_w: Sequence[torch.Tensor], weights: Sequence[torch.Tensor],
-                      perturbed_weights: Sequence[Sequence[torch.Tensor]], directions: torch.Tensor,
-                      mu: float) -> torch.Tensor:
-    """Eq. 5: ``along`` the sum of :func:`implicit_slopes`."""
-    first, implicit = implicit_slopes(grad_alpha, grad_w, weights, perturbed_weights, directions, mu)
-    return along(first + implicit, directions)

@@ -1,8 +1,11 @@
 import itertools
 import random
 
+import nni
 import pytest
 import torch
+from nni.nas.nn.pytorch import ModelSpace, Repeat
+from torch import nn
 
 from nni_zodarts import ZODartsPP
 from nni_zodarts.budget import hinge_penalty, parse_budget
@@ -143,3 +146,22 @@ def test_most_probable_within_counts_and_returns_the_simplified_network_and_skip
              for lab, cs in poly.choices.items()}
     arch, params, inside = poly.most_probable_within(probs, 0, poly.count(lean), live, simplify=prune_dead_edges)
     assert inside and arch == lean and params == poly.count(lean)
+
+
+class TwoLabelDepthSpace(ModelSpace):
+    """A ``Repeat`` whose depth is an expression of two labels."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = Repeat(lambda i: nn.Linear(3, 3), nni.choice('a', [1, 2]) + nni.choice('b', [0, 2]))
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+def test_a_depth_built_from_several_labels_is_counted_exactly():
+    poly = mutated(TwoLabelDepthSpace()).polynomial
+    for a, b in itertools.product([1, 2], [0, 2]):
+        arch = {'a': a, 'b': b}
+        assert poly.count(arch) == n_params(TwoLabelDepthSpace().freeze(arch)) == 12 * (a + b) + 8

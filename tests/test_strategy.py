@@ -254,6 +254,16 @@ def test_input_choice_space_is_searched():
     assert n_params(model) == strategy.polynomial.count(arch)
 
 
+def test_frozen_weights_are_left_out_of_the_implicit_step():
+    space = InputSpace()
+    space.fc.requires_grad_(False)                       # e.g. a pretrained head the user keeps fixed
+    before = space.fc.weight.detach().clone()
+    strategy = ZODartsPP(arc_update_interval=2, size_search_start_epoch=0, mu=0.05)
+    search(strategy, epochs=1, space=space)
+    assert torch.equal(space.fc.weight, before)          # the space is mutated in place: the same Linear
+    assert any(a.abs().max() > 0.01 for a in strategy.oneshot_module.arch_parameters())
+
+
 def test_space_without_choices_is_refused():
     with pytest.raises(ValueError, match='no choices'):
         ZODartsPP().mutate_model(FixedSpace())
