@@ -2,7 +2,7 @@
 with a parameter budget. Any other hub space (ENAS, NASNet, AmoebaNet, PNAS, NasBench201, ProxylessNAS, ...)
 drops in the same way.
 
-    python examples/hub_space.py                      # 2 epochs on 512 images, about 2 minutes on 2 CPU cores
+    python examples/hub_space.py                      # 2 epochs on 256 images per half: about 3.5 min on 2 CPU cores
     python examples/hub_space.py --epochs 10 --max-samples 0 --budget 60000
 """
 import argparse
@@ -19,7 +19,7 @@ from nni_zodarts.training import SearchModule
 parser = argparse.ArgumentParser()
 parser.add_argument('--data-root', default=None, help='folder with breastmnist.npz; default: the embedded BreastMNIST')
 parser.add_argument('--epochs', type=int, default=2)
-parser.add_argument('--max-samples', type=int, default=512, help='cap each search half (0: all images)')
+parser.add_argument('--max-samples', type=int, default=256, help='cap each search half (0: all images)')
 parser.add_argument('--budget', type=int, default=30_000, help='upper bound on parameters')
 args = parser.parse_args()
 

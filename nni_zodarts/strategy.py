@@ -133,9 +133,8 @@ class ZODartsPP(DARTS):
             gap = self.polynomial.check(frozen_counter(model), sorted(self.size_labels))
             if gap > 0 and self.config.param_budget is not None:
                 warnings.warn(f'this supernet differs from the frozen models of its space (its parameter count is up to '
-                              f'{gap:.0%} off space.freeze\'s, as NNI\'s cells with loose ends are): the budget penalty '
-                              'uses the supernet\'s count, the export is held to param_budget by space.freeze\'s',
-                              RuntimeWarning)
+                              f'{gap:.0%} off space.freeze\'s): the budget penalty uses the supernet\'s count, the export '
+                              'is held to param_budget by space.freeze\'s', RuntimeWarning)
         if self.polynomial is not None and self.polynomial.exact and self.config.param_budget is not None:
             smallest = self.polynomial.smallest()
             _check(self.config.param_budget[1] >= smallest,

@@ -111,9 +111,10 @@ class SparseMixedCell(PathSamplingCell):
     differentiable cell, it outputs every node (``loose_end`` cells as ``all``; ``space.freeze`` builds the real one).
     """
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        memo, mutate_kwargs = args[7], args[8]
+    def __init__(self, op_factory, num_nodes, num_ops_per_node, num_predecessors, preprocessor, postprocessor,
+                 concat_dim, memo, mutate_kwargs, label):
+        super().__init__(op_factory, num_nodes, num_ops_per_node, num_predecessors, preprocessor, postprocessor,
+                         concat_dim, memo, mutate_kwargs, label)
         self._softmax = mutate_kwargs.get('softmax', nn.Softmax(-1))
         own = [label for i in range(self.num_predecessors, self.num_predecessors + self.num_nodes)
                for pair in self._slots(i) for label in pair]
