@@ -7,9 +7,9 @@ supernet as a polynomial in choice indicators::
     params(arch) = sum_t c_t * prod_{(label, i) in t} 1[arch[label] = i]
 
 A mixed layer multiplies each candidate's polynomial by its indicator, a mixed ``Repeat`` adds block j to
-every depth >= j (the depth may be an expression of several labels), a cell adds, for op ``k`` of node ``i``,
-operation ``o`` on input ``j`` times ``1[input_ik = j] 1[op_ik = o]``, a mixed operation (kernel size, width) enumerates its options and builds each plain layer,
-and any other module adds its own parameters. Labels are independent under the relaxation, so the
+every depth >= j (the depth may be an expression of several labels), a cell adds, for op ``k`` of node
+``i``, operation ``o`` on input ``j`` times ``1[input_ik = j] 1[op_ik = o]``, a mixed operation (kernel size,
+width) enumerates its options and builds each plain layer, and any other module adds its own parameters. Labels are independent under the relaxation, so the
 expectation is the same sum with indicators replaced by probabilities (exact, and differentiable), and for a
 one-hot architecture it is the parameter count of ``space.freeze(arch)``.
 """
@@ -72,10 +72,9 @@ def _used_nodes(cell: SparseMixedCell, labels: Mapping[str, Categorical]) -> dic
     """How many of ``cell``'s nodes an op reads: ``sum_n 1 - prod_(slots s after n) (1 - 1[input_s = n])``. A
     ``loose_end`` cell outputs the other nodes, so the frozen network's widths after it depend on this count."""
     out: dict = defaultdict(int)
-    first, end = cell.num_predecessors, cell.num_predecessors + cell.num_nodes
-    for node in range(first, end):
+    for node in cell.nodes:
         unused: dict = defaultdict(int, {frozenset(): 1})
-        for later in range(node + 1, end):
+        for later in range(node + 1, cell.nodes.stop):
             for input_label, _ in cell._slots(later):
                 _add(unused, _times(unused, (input_label, labels[input_label].values.index(node))), -1)
         out[frozenset()] += 1
@@ -149,9 +148,9 @@ def frozen_counter(space: nn.Module) -> Callable[[Mapping[str, object]], int]:
 class ParamPolynomial:
     """Parameter count of every architecture of a supernet; see the module docstring.
 
-    ``exact`` says whether the supernet has the structure of the frozen models (checked by :meth:`check`); NNI's
-    own one-shot supernets do not always (its NDS cells treat ``loose_end`` as ``all``), and then the budget is held
-    at export by ``space.freeze``'s count (``frozen_count``) while the penalty uses the supernet's.
+    ``exact`` says whether the polynomial counts what ``space.freeze`` builds (checked, and where NNI's supernet
+    differs in a known way fitted, by :meth:`check`); where it does not, the budget is held at export by
+    ``space.freeze``'s count (``frozen_count``) while the penalty uses the supernet's.
     """
 
     exact: bool = True
@@ -194,17 +193,16 @@ class ParamPolynomial:
         table = {lab: self._mutables[lab] for lab in sorted(size_labels)}
         if (table or self._loose_cells) and math.prod(len(m.values) for m in table.values()) <= max_table:
             original, corrected = self._poly, defaultdict(int, self._poly)
+            used = {label: _used_nodes(cell, self._mutables) for label, cell in self._loose_cells.items()}
+            none_read = {lab: [0] for cell in self._loose_cells.values() for i in cell.nodes for lab, _ in cell._slots(i)}
             for sample, factors in _assignments(table):
-                base = {**archs[0], **sample, **{lab: [0] for cell in self._loose_cells.values()    # no node read
-                                                 for i in range(cell.num_predecessors, cell.num_predecessors + cell.num_nodes)
-                                                 for lab, _ in cell._slots(i)}}
+                base = {**archs[0], **sample, **none_read}
                 offset = count(base) - self.count(base)
                 corrected[frozenset(factors)] += offset
-                for cell in self._loose_cells.values():                          # one node read: its slope
-                    last = cell.num_predecessors + cell.num_nodes - 1
-                    arch = {**base, cell._slots(last)[0][0]: [cell.num_predecessors]}
+                for label, cell in self._loose_cells.items():                   # one node read: its slope
+                    arch = {**base, cell._slots(cell.nodes[-1])[0][0]: [cell.nodes[0]]}
                     slope = count(arch) - self.count(arch) - offset
-                    _add(corrected, _times_all(_used_nodes(cell, self._mutables), factors), slope)
+                    _add(corrected, _times_all(used[label], factors), slope)
             self._set_terms({term: coef for term, coef in corrected.items() if coef})
             if all(self.count(a) == t for a, t in zip(archs, truth)):
                 return 0.0

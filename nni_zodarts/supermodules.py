@@ -116,9 +116,8 @@ class SparseMixedCell(PathSamplingCell):
         super().__init__(op_factory, num_nodes, num_ops_per_node, num_predecessors, preprocessor, postprocessor,
                          concat_dim, memo, mutate_kwargs, label)
         self._softmax = mutate_kwargs.get('softmax', nn.Softmax(-1))
-        own = [label for i in range(self.num_predecessors, self.num_predecessors + self.num_nodes)
-               for pair in self._slots(i) for label in pair]
-        self._arch_alpha = nn.ParameterDict({label: memo[label] for label in own})
+        self._arch_alpha = nn.ParameterDict({label: memo[label] for i in self.nodes
+                                             for pair in self._slots(i) for label in pair})
 
     merge_op: str = 'all'       # the frozen cell's: 'loose_end' outputs only the nodes no op reads
 
@@ -132,6 +131,11 @@ class SparseMixedCell(PathSamplingCell):
 
     def arch_parameters(self):
         return list(self._arch_alpha.values())
+
+    @property
+    def nodes(self) -> range:
+        """The indices of the cell's computed nodes (after its ``num_predecessors`` inputs)."""
+        return range(self.num_predecessors, self.num_predecessors + self.num_nodes)
 
     def _slots(self, i: int) -> list[tuple[str, str]]:
         return [(f'{self.label}/input_{i}_{k}', f'{self.label}/op_{i}_{k}') for k in range(self.num_ops_per_node)]
