@@ -3,7 +3,8 @@ from .nni_workarounds import quiet_nni_warnings
 
 quiet_nni_warnings()
 
-from .budget import ParamPolynomial, hinge_penalty  # noqa: E402
+from .budget import hinge_penalty  # noqa: E402
+from .cost_model import ParamPolynomial  # noqa: E402
 from .distributed import ZODartsDDP  # noqa: E402
 from .module import ZOConfig, ZODartsPPModule  # noqa: E402
 from .sparsemax import TemperedSoftmax, TemperedSparsemax, sparsemax, temperature_at  # noqa: E402

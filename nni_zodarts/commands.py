@@ -28,15 +28,42 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f'{self.prog}: error: {message} (see --help)\n')
 
 
-def budget(text: str):
-    """``N`` (upper bound) or ``L:U`` (window), in parameters."""
-    try:
-        parts = [float(p) for p in text.split(':')]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected N or L:U parameters, got {text!r}') from None
-    if len(parts) not in (1, 2) or any(p <= 0 for p in parts[-1:]) or any(p < 0 for p in parts):
-        raise argparse.ArgumentTypeError(f'budget must be N > 0 or 0 <= L <= U, got {text!r}')
-    return parts[0] if len(parts) == 1 else tuple(parts)
+SUFFIXES = {'k': 1e3, 'K': 1e3, 'M': 1e6, 'G': 1e9}
+
+
+def _number(text: str, suffixes: bool) -> float:
+    if suffixes and text[-1:] in SUFFIXES:
+        return float(text[:-1]) * SUFFIXES[text[-1]]
+    return float(text)
+
+
+def _window(unit: str, suffixes: bool = True):
+    """``N`` (upper bound) or ``L:U`` (window) in ``unit``; with ``suffixes``, numbers may end in k, M or G."""
+    def parse(text: str):
+        try:
+            parts = [_number(p, suffixes) for p in text.split(':')]
+        except ValueError:
+            example = ' (e.g. 300k or 20M)' if suffixes else ''
+            raise argparse.ArgumentTypeError(f'expected N or L:U {unit}{example}, got {text!r}') from None
+        if len(parts) not in (1, 2) or any(p <= 0 for p in parts[-1:]) or any(p < 0 for p in parts):
+            raise argparse.ArgumentTypeError(f'budget must be N > 0 or 0 <= L <= U, got {text!r}')
+        if len(parts) == 2 and parts[0] > parts[1]:
+            raise argparse.ArgumentTypeError(f'budget lower bound is above its upper bound in {text!r}: swap them')
+        return parts[0] if len(parts) == 1 else tuple(parts)
+    return parse
+
+
+budget = _window('parameters')
+flops_budget = _window('FLOPs')
+latency_budget = _window('milliseconds', suffixes=False)
+
+
+def add_budget_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument('--param-budget', type=budget, default=None, help='N or L:U parameters (k/M suffixes: 300k)')
+    p.add_argument('--flops-budget', type=flops_budget, default=None,
+                   help='N or L:U FLOPs of one image, as torch\'s FlopCounterMode counts them (M/G suffixes: 20M)')
+    p.add_argument('--latency-budget', type=latency_budget, default=None,
+                   help='MS or L:U predicted milliseconds of one image on this machine (measured per unit at the start)')
 
 
 def positive(kind):
@@ -82,7 +109,9 @@ def _search_args(p: argparse.ArgumentParser) -> None:
                    help="darts: NNI's first-order DARTS on the same space and data (for the papers' DARTS-V2)")
     p.add_argument('--space', choices=['size_variable', 'nb201'], default='size_variable')
     p.add_argument('--width-search', action='store_true', help='also search per-stage width (x0.5/0.75/1)')
-    p.add_argument('--param-budget', type=budget, default=None, help='N or L:U parameters')
+    add_budget_args(p)
+    p.add_argument('--latency-table', type=Path, default=None,
+                   help='latency_table.json of an earlier search of the same space and data (skips measuring)')
     p.add_argument('--derive', choices=['argmax', 'sample'], default='argmax')
     p.add_argument('--zo-mode', choices=['implicit', 'direct'], default=None, help='ZO estimator (implicit)')
     p.add_argument('--normalization', choices=['sparsemax', 'softmax'], default=None, help='(sparsemax)')
@@ -133,7 +162,10 @@ def _search_kwargs(args) -> dict:
         preset.update(epochs=args.epochs, size_search_start_epoch=min(start, args.epochs - 1))
         if 'schedule_epochs' in preset:
             preset['schedule_epochs'] = max(preset['schedule_epochs'], args.epochs)
-    given = {k: v for k, v in dict(param_budget=args.param_budget, zo_mode=args.zo_mode,
+    given = {k: v for k, v in dict(param_budget=args.param_budget, flops_budget=args.flops_budget,
+                                   latency_budget=args.latency_budget,
+                                   latency_table=str(args.latency_table) if args.latency_table else None,
+                                   zo_mode=args.zo_mode,
                                    normalization=args.normalization, mu=args.mu,
                                    temperature_interval=args.temperature_interval).items() if v is not None}
     zo = {**{k: preset.pop(k) for k in ZO_SCHEDULE}, **given}       # flags over the preset; unset: ZODartsPP's defaults
@@ -185,7 +217,7 @@ def run_command(args, on_epoch=None) -> int:
             result = search(args.output, **_search_kwargs(args))
             if result is None:                              # a helper process of a multi-process search
                 return 0
-            print(f'architecture: {args.output / "architecture.json"} ({result["params"]:,} parameters)')
+            print(f'architecture: {args.output / "architecture.json"} ({describe_costs(result)})')
         elif args.command == 'retrain':
             metrics = retrain(args.arch, args.output, **_retrain_kwargs(args))
             print(_table([('test ACC', f'{metrics["test_acc"]:.4f}'), ('test AUC', f'{metrics["test_auc"]:.4f}'),
@@ -194,7 +226,8 @@ def run_command(args, on_epoch=None) -> int:
             found = search(args.output / 'search', on_epoch=on_epoch, **_search_kwargs(args))
             if found is None:
                 return 0
-            final = {'default': found['val_acc'], 'params': found['params'], 'search_seconds': found['search_seconds']}
+            final = {'default': found['val_acc'], 'params': found['params'], 'search_seconds': found['search_seconds'],
+                     **{k: found[k] for k in ('flops', 'latency_ms', 'measured_latency_ms') if found.get(k) is not None}}
             if not (trial and not args.retrain_epochs):
                 metrics = retrain(args.output / 'search' / 'architecture.json', args.output / 'retrain',
                                   **_retrain_kwargs(args))
@@ -215,6 +248,16 @@ def run_command(args, on_epoch=None) -> int:
     except FloatingPointError as err:                       # the last good checkpoint stays in --output
         return _fail(args, err, 3, f'{err}; the last good checkpoint is in {args.output} (--resume continues from it)')
     return 0
+
+
+def describe_costs(result: dict) -> str:
+    """``'96,909 parameters, 21.3 MFLOPs, 2.41 ms predicted (2.20 measured)'`` from a search or derive summary."""
+    parts = [f'{result["params"]:,} parameters']
+    if result.get('flops') is not None:
+        parts.append(f'{result["flops"] / 1e6:.1f} MFLOPs')
+    if result.get('latency_ms') is not None:
+        parts.append(f'{result["latency_ms"]:.2f} ms predicted ({result["measured_latency_ms"]:.2f} measured)')
+    return ', '.join(parts)
 
 
 def _fail(args, err: Exception, code: int, message: str | None = None) -> int:

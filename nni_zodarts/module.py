@@ -19,7 +19,8 @@ from torch import nn
 from torch.func import functional_call
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 
-from .budget import ParamPolynomial, hinge_penalty, warn_outside
+from .budget import Budget, hinge_penalty, select_architecture
+from .cost_model import CostPolynomial
 from .distributed import ZODartsDDP, average_, broadcast_, rank_spread
 from .sparsemax import TemperedSparsemax, temperature_at
 from .zo_estimator import along, direct_estimate, implicit_slopes, unit_directions
@@ -41,6 +42,16 @@ class ZOConfig:
     budget_weight: float = 15.0
     budget_unit: float = 1e6
     zo_mode: str = 'implicit'
+    flops_budget: tuple[float, float] | None = None
+    latency_budget: tuple[float, float] | None = None
+    flops_unit: float = 1e8
+    latency_unit: float = 1.0
+
+    def budgets(self) -> list[Budget]:
+        """The active budgets: ``params``, ``flops``, ``latency``, in that order."""
+        windows = {'params': (self.param_budget, self.budget_unit), 'flops': (self.flops_budget, self.flops_unit),
+                   'latency': (self.latency_budget, self.latency_unit)}
+        return [Budget(cost, *window, unit) for cost, (window, unit) in windows.items() if window is not None]
 
 
 @dataclass
@@ -75,7 +86,7 @@ class ZODartsPPModule(DartsLightningModule):
     (NNI's ``Classification``/``Regression`` modules do) and take ``(x, y)`` batches."""
 
     def __init__(self, training_module, *, alphas: dict[str, nn.Parameter], size_labels: set[str],
-                 normalizer: TemperedSparsemax, polynomial: ParamPolynomial | None, config: ZOConfig,
+                 normalizer: TemperedSparsemax, costs: dict[str, CostPolynomial], config: ZOConfig,
                  arc_learning_rate: float, gradient_clip_val: float | None,
                  log_prob_every_n_step: int = 10, warmup_epochs: int = 0):
         super().__init__(training_module, arc_learning_rate=arc_learning_rate, gradient_clip_val=gradient_clip_val,
@@ -90,7 +101,8 @@ class ZODartsPPModule(DartsLightningModule):
         # The size phase starts at size_search_start_epoch only when there is something to hold back.
         self.size_start = config.size_search_start_epoch if self._size_labels else 0
         self.normalizer = normalizer
-        self.polynomial = polynomial
+        self.costs = dict(costs)                 # 'params', and 'flops' / 'latency' where the input shape is known
+        self.polynomial = self.costs.get('params')
         self._window: _Window | None = None
         self._seed = torch.initial_seed()       # ZO directions are a function of (seed, epoch, step): see _generator
         self.alpha_rank_spread = float('nan')   # max |alpha_rank - alpha_0| at the end of the last epoch (DDP check)
@@ -124,14 +136,17 @@ class ZODartsPPModule(DartsLightningModule):
         alphas = {**self._alphas, **(alphas or {})}
         return {lab: self.normalizer(a) for lab, a in alphas.items()}
 
+    def expected(self, cost: str, alphas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """E[cost] (``'params'``, ``'flops'``, ``'latency'``) under ``sparsemax(alpha / tau)``, differentiable."""
+        if cost not in self.costs:
+            raise RuntimeError(f'expected {cost} is unavailable for this space (see the warning at mutate_model)')
+        return self.costs[cost].expectation(self.probabilities(alphas))
+
     def expected_params(self, alphas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """E[#params] under ``sparsemax(alpha / tau)`` (differentiable in ``alphas``)."""
-        if self.polynomial is None:
-            raise RuntimeError('expected_params needs the structural parameter count, which this space does not support')
-        return self.polynomial.expectation(self.probabilities(alphas))
+        return self.expected('params', alphas)
 
     def budget_active(self) -> bool:
-        return self.cfg.param_budget is not None and self.trainer.current_epoch >= self.size_start
+        return bool(self.cfg.budgets()) and self.trainer.current_epoch >= self.size_start
 
     def _loss(self, batch, overrides: dict[str, torch.Tensor]) -> torch.Tensor:
         x, y = batch[0], batch[1]
@@ -147,9 +162,10 @@ class ZODartsPPModule(DartsLightningModule):
         overrides.update({names[lab]: a for lab, a in alphas.items()})
         loss = self._loss(batch, overrides)
         if self.budget_active():
-            lower, upper = self.cfg.param_budget
-            expected = self.expected_params(alphas).to(loss.dtype)
-            loss = loss + self.cfg.budget_weight / self.temperature * hinge_penalty(expected, lower, upper, self.cfg.budget_unit)
+            probs = self.probabilities(alphas)
+            for b in self.cfg.budgets():
+                expected = self.costs[b.cost].expectation(probs).to(loss.dtype)
+                loss = loss + self.cfg.budget_weight / self.temperature * hinge_penalty(expected, b.lower, b.upper, b.unit)
         return loss
 
     def _generator(self, step: int) -> torch.Generator:
@@ -280,8 +296,9 @@ class ZODartsPPModule(DartsLightningModule):
         if not all(torch.isfinite(self._alphas[lab]).all() for lab in labels):
             raise FloatingPointError(f'non-finite alpha at epoch {self.trainer.current_epoch}, step {batch_idx}')
         self.log_dict({'arch_loss': float(loss), 'zo_mu': mu, 'zo_grad_norm': float(estimate.norm())})
-        if self.polynomial is not None:
-            self.log('expected_params', float(self.expected_params()), prog_bar=True)
+        probs = self.probabilities()
+        for cost, poly in self.costs.items():
+            self.log(f'expected_{cost}', float(poly.expectation(probs)), prog_bar=cost == 'params')
 
     # ---------------------------------------------------------------------------------------- epoch schedule
     def on_train_start(self):
@@ -326,24 +343,12 @@ class ZODartsPPModule(DartsLightningModule):
         return torch.optim.Adam(self.arch_parameters(), self.arc_learning_rate, betas=(0.5, 0.999), weight_decay=1e-3)
 
     def export(self) -> dict[str, Any]:
-        """DARTS's argmax, mended by the space's ``mend_architecture`` hook if it has one; with a
-        ``param_budget``, the most probable architecture inside it (spec §6), by the space's
-        ``canonical_architecture`` hook where present (the network an architecture stands for, or ``None``)."""
-        space = self.model
-        mend = getattr(space, 'mend_architecture', None)
+        """DARTS's argmax, mended by the space's ``mend_architecture`` hook if it has one; with budgets, the most
+        probable architecture inside all of them (spec §6; see :func:`~nni_zodarts.budget.select_architecture`)."""
+        mend = getattr(self.model, 'mend_architecture', None)
         arch = super().export()
         if mend is not None:
             arch = mend(arch, self.export_probs())
-        if self.cfg.param_budget is None or self.polynomial is None:
-            return arch
-        lower, upper = self.cfg.param_budget
-        if lower <= self.polynomial.count(arch) <= upper and self.polynomial.exact:
-            return arch
         with torch.no_grad():
             probs = {lab: p.detach().cpu() for lab, p in self.probabilities().items()}
-        arch, params, inside = self.polynomial.most_probable_within(
-            probs, lower, upper, arch, generator=torch.Generator().manual_seed(0),
-            simplify=getattr(space, 'canonical_architecture', None))
-        if not inside:
-            warn_outside(params, lower, upper)
-        return arch
+        return select_architecture(self.model, arch, probs, self.costs, self.cfg.budgets())

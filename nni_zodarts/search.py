@@ -24,7 +24,7 @@ __all__ = ['search', 'SearchRecorder', 'sample_architecture', 'SEARCH_RESULTS']
 # The last architecture step's values, per epoch in search_history.csv (the zo_* ones in ZO-DARTS++'s implicit mode).
 ZO_METRICS = ('arch_loss', 'zo_mu', 'zo_first_order', 'zo_implicit', 'zo_weight_gap')
 
-SEARCH_RESULTS = ['architecture.json', 'search_history.csv', 'checkpoints']
+SEARCH_RESULTS = ['architecture.json', 'search_history.csv', 'checkpoints', 'latency_table.json']
 
 
 class SearchRecorder(pl.Callback):
@@ -62,8 +62,7 @@ class SearchRecorder(pl.Callback):
                **{k: sum(v) / len(v) for k, v in self._sums.items()},
                **{k: float(metrics[k]) if k in metrics else float('nan') for k in ZO_METRICS},
                'val_loss': val_loss, 'val_acc': val_acc, 'temperature': getattr(pl_module, 'temperature', float('nan')),
-               'expected_params': (float(pl_module.expected_params()) if getattr(pl_module, 'polynomial', None)
-                                   else float('nan')),
+               **_expected_costs(pl_module),
                'lr': self._lr, 'seconds': seconds,
                **({'alpha_rank_spread': pl_module.alpha_rank_spread} if trainer.world_size > 1 else {}),
                'search_seconds': seconds + (self.rows[-1]['search_seconds'] if self.rows else 0.0)}
@@ -76,6 +75,15 @@ class SearchRecorder(pl.Callback):
         write_csv(self.output / 'alpha_history.csv', pd.DataFrame(self.alpha_rows))
         if self.on_row is not None:
             self.on_row(row)
+
+
+def _expected_costs(pl_module) -> dict[str, float]:
+    """``expected_params`` (NaN for NNI's DARTS), ``expected_flops`` and ``expected_latency`` where known."""
+    costs = getattr(pl_module, 'costs', {})
+    with torch.no_grad():
+        probs = pl_module.probabilities() if costs else {}
+        row = {f'expected_{cost}': float(poly.expectation(probs)) for cost, poly in costs.items()}
+    return {'expected_params': float('nan'), **row}
 
 
 @torch.no_grad()
@@ -160,9 +168,13 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
         raise UsageError("--devices > 1 needs --method zodartspp (NNI's DARTS module does not average across ranks)")
     if derive not in ('argmax', 'sample'):
         raise UsageError(f"--derive must be 'argmax' or 'sample', got {derive!r}")
+    if method == 'zodartspp':                                # latency is measured where the search trains
+        strategy_kwargs = {'latency_device': resolve_device(accelerator) or 'cpu', **strategy_kwargs}
     strategy = _strategy(method, strategy_kwargs)            # validates its arguments before anything is written
     check_filelock()
     data = load_medmnist(dataset, data_root, image_size, download=download)
+    if method == 'zodartspp':                                # E[FLOPs] (and latency) of one image, every epoch
+        strategy.input_shape = (data.n_channels, image_size, image_size)
     first = launched_rank() == 0
     output = prepare_output(output, SEARCH_RESULTS, overwrite=overwrite, resume=resume) if first else Path(output)
     if data.task == 'multi-label, binary-class':
@@ -202,10 +214,11 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     if not trainer.is_global_zero:
         return None
     probs = strategy.oneshot_module.export_probs()
+    budgets = strategy.config.budgets() if method == 'zodartspp' else []
     if derive == 'sample':
-        window = strategy.config.param_budget if method == 'zodartspp' else None
-        poly = getattr(strategy.oneshot_module, 'polynomial', None)
-        inside = None if window is None or poly is None else lambda a: window[0] <= poly.count(a) <= window[1]
+        costs = strategy.costs if method == 'zodartspp' else {}
+        budgets = [b for b in budgets if b.cost in costs]
+        inside = (lambda a: all(b.lower <= costs[b.cost].true_count(a) <= b.upper for b in budgets)) if budgets else None
         try:
             arch = sample_architecture(probs, torch.Generator().manual_seed(seed), accept=inside)
         except ValueError as err:
@@ -215,9 +228,13 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     else:
         arch = prune_dead_edges(most_probable_alive(arch, probs))    # ZODartsPP's export already is; NNI's DARTS not
 
-    params = sum(p.numel() for p in create_space(space, **space_kwargs).freeze(arch).parameters())
+    model = create_space(space, **space_kwargs).freeze(arch)
+    params = sum(p.numel() for p in model.parameters())
     history = recorder.rows
     expected = history[-1]['expected_params'] if history else float('nan')
+    hardware = export_costs(strategy, arch, model) if method == 'zodartspp' else {}
+    if method == 'zodartspp' and strategy.latency_table is not None:
+        strategy.latency_table.save(output / 'latency_table.json')
     summary = {
         'dataset': dataset, 'space': space, 'space_kwargs': space_kwargs, 'image_size': image_size, 'seed': seed,
         'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate, 'devices': devices,
@@ -225,6 +242,7 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
         'derive': derive, 'params': params,
         'expected_params': None if math.isnan(expected) else expected,       # NaN (NNI's DARTS) is not JSON
         'method': method, 'param_budget': strategy.config.param_budget if method == 'zodartspp' else None,
+        **hardware,
         'search_seconds': history[-1]['search_seconds'] if history else None,
         'val_acc': history[-1]['val_acc'] if history else None,
         'strategy': vars(strategy.config) if method == 'zodartspp' else strategy_kwargs,
@@ -235,6 +253,21 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     write_json(output / 'search_config.json', summary)
     plot_search(output)
     return {**summary, 'architecture': arch}
+
+
+def export_costs(strategy: ZODartsPP, arch: dict, model: torch.nn.Module) -> dict[str, Any]:
+    """The sidecar's hardware costs of an exported ``arch`` (``model``: its frozen network): FLOPs, the predicted
+    latency and the frozen model's measured one, the FLOPs and latency budgets and the input shape."""
+    from .latency import measured_latency
+
+    costs = strategy.costs_of(arch)
+    out: dict[str, Any] = {'flops': costs.get('flops'), 'input_shape': list(strategy.input_shape or []) or None,
+                           'flops_budget': strategy.config.flops_budget, 'latency_budget': strategy.config.latency_budget}
+    if 'latency' in costs:
+        table = strategy.latency_table
+        out.update(latency_ms=costs['latency'], latency_device=table.device, measured_latency_ms=measured_latency(
+            model, strategy.input_shape, table.batch_size, table.device))
+    return out
 
 
 class _CheckedZODartsPP(ZODartsPP):
@@ -248,6 +281,10 @@ class _CheckedZODartsPP(ZODartsPP):
     def mutate_model(self, model):
         with as_usage_error():
             return super().mutate_model(model)
+
+    def mutate_evaluator(self, evaluator):
+        with as_usage_error():
+            return super().mutate_evaluator(evaluator)
 
 
 def _strategy(method: str, kwargs: dict[str, Any]):

@@ -10,7 +10,7 @@ from nni.nas.hub import pytorch as hub
 from torch.utils.data import DataLoader, TensorDataset
 
 from nni_zodarts import ZODartsPP
-from nni_zodarts.budget import frozen_counter
+from nni_zodarts.cost_model import frozen_counter
 from nni_zodarts.sparsemax import sparsemax
 from spaces import CellSpace, ShapeShiftingSpace
 
