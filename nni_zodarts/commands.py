@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help='train+val: the papers\' final training on both splits, keeping the last epoch (train)')
     _precision(r)
     r.add_argument('--output', required=True, type=Path)
+    d = sub.add_parser('derive', help='the most probable architecture of a finished search inside new budgets')
+    d.add_argument('--search', required=True, type=Path, help='--output folder of a finished `nni-zodarts search`')
+    add_budget_args(d)
+    d.add_argument('--data-root', default=None, help='where the search\'s data set is (for the supernet accuracy)')
+    d.add_argument('--overwrite', action='store_true', help='replace results already in --output')
+    d.add_argument('--output', required=True, type=Path)
     u = sub.add_parser('run', help='search, then retrain, then print the result (default: demo on BreastMNIST)')
     _common(u, SEARCH_EPOCHS_HELP)
     _search_args(u)
@@ -206,14 +212,22 @@ def run_command(args, on_epoch=None) -> int:
     stderr and exit code 2; a non-finite loss is one line and exit code 3; any other exception is a bug and keeps
     its traceback, as every one does with ``NNI_ZODARTS_DEBUG=1``."""
     trial = on_epoch is not None
-    if args.quiet:
+    if getattr(args, 'quiet', False):
         _quiet()
     from .data import DataError
     from .files import OutputError
     from .retrain import ArchitectureError, retrain
     from .search import search
     try:
-        if args.command == 'search':
+        if args.command == 'derive':
+            from .derive import derive
+            result = derive(args.search, args.output, param_budget=args.param_budget, flops_budget=args.flops_budget,
+                            latency_budget=args.latency_budget, data_root=args.data_root, overwrite=args.overwrite)
+            acc = result['supernet_val_acc']
+            print(f'architecture: {args.output / "architecture.json"} ({describe_costs(result)}'
+                  + (f', supernet validation ACC {acc:.3f})' if acc is not None else ')')
+                  + f'; Pareto plot: {args.search / "pareto.png"}')
+        elif args.command == 'search':
             result = search(args.output, **_search_kwargs(args))
             if result is None:                              # a helper process of a multi-process search
                 return 0
@@ -256,7 +270,8 @@ def describe_costs(result: dict) -> str:
     if result.get('flops') is not None:
         parts.append(f'{result["flops"] / 1e6:.1f} MFLOPs')
     if result.get('latency_ms') is not None:
-        parts.append(f'{result["latency_ms"]:.2f} ms predicted ({result["measured_latency_ms"]:.2f} measured)')
+        measured = result.get('measured_latency_ms')
+        parts.append(f'{result["latency_ms"]:.2f} ms predicted' + (f' ({measured:.2f} measured)' if measured else ''))
     return ', '.join(parts)
 
 

@@ -37,18 +37,27 @@ class FlopsCost:
         if key not in self._counted:
             with torch.device('meta'):
                 layer = operation_layer(module, arguments).eval()
-                self._counted[key] = count_flops(layer, *resized_inputs(layer, args, 'meta'))
+                try:
+                    self._counted[key] = count_flops(layer, *resized_inputs(layer, args, 'meta'))
+                except RuntimeError:       # an operation whose inputs we cannot shape; ``check`` will tell
+                    self._counted[key] = 0
         return self._counted[key]
 
 
 def frozen_flops_counter(space: nn.Module, input_shape: Sequence[int]) -> Callable[[Mapping[str, object]], int]:
     """``arch -> FlopCounterMode total of space.freeze(arch)`` on one input of ``input_shape`` (the truth)."""
-    freeze = frozen_model(space)
+    builders = [frozen_model(space), frozen_model(space, device=None)]     # meta, or CPU where meta cannot run
 
     @torch.no_grad()
     def count(arch: Mapping[str, object]) -> int:
-        model = freeze(arch).eval()
-        device = next((p.device for p in model.parameters()), torch.device('cpu'))
-        return count_flops(model, torch.zeros((1, *input_shape), device=device))
+        while True:
+            model = builders[0](arch).eval()
+            device = next((p.device for p in model.parameters()), torch.device('cpu'))
+            try:
+                return count_flops(model, torch.zeros((1, *input_shape), device=device))
+            except (RuntimeError, NotImplementedError):   # e.g. a CPU tensor made in forward (NNI's AutoFormer)
+                if device.type != 'meta' or len(builders) == 1:
+                    raise
+                builders.pop(0)
 
     return count

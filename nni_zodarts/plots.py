@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ['plot_search']
+__all__ = ['plot_search', 'plot_pareto']
 
 
 def _pyplot():
@@ -75,3 +75,36 @@ def plot_search(output: str | Path) -> list[Path]:
     paths = plot_probabilities(pd.read_csv(output / 'alpha_history.csv'), directory)
     paths.append(plot_curves(pd.read_csv(output / 'search_history.csv'), directory / 'search_curves.png'))
     return paths
+
+
+def _retrained_acc(output: str) -> float | None:
+    """Test ACC of a derived architecture retrained into ``output/retrain`` or ``output`` itself, if it was."""
+    for path in (Path(output) / 'retrain' / 'retrain_metrics.json', Path(output) / 'retrain_metrics.json'):
+        if path.exists():
+            return float(pd.read_json(path, typ='series')['test_acc'])
+    return None
+
+
+def plot_pareto(derived: pd.DataFrame, path: Path) -> Path:
+    """Accuracy against each cost of the architectures derived from one search: the supernet's validation accuracy,
+    and the retrained test accuracy where an architecture was retrained (into its folder's ``retrain/``)."""
+    plt = _pyplot()
+    costs = [(c, name, scale) for c, name, scale in [('params', 'parameters (k)', 1e3), ('flops', 'MFLOPs', 1e6),
+                                                      ('latency_ms', 'predicted latency (ms)', 1.0)]
+             if c in derived and derived[c].notna().any()]
+    retrained = derived['output'].map(_retrained_acc)
+    fig, axes = plt.subplots(1, len(costs), figsize=(4.2 * len(costs), 3.4), squeeze=False)
+    for ax, (column, name, scale) in zip(axes.flat, costs):
+        frame = derived.assign(x=derived[column] / scale, retrained=retrained).sort_values('x')
+        ax.plot(frame['x'], frame['supernet_val_acc'], marker='o', label='supernet, validation')
+        done = frame[frame['retrained'].notna()]
+        if len(done):
+            ax.plot(done['x'], done['retrained'], marker='s', linestyle='--', label='retrained, test')
+        ax.set_xlabel(name)
+        ax.set_ylabel('accuracy')
+        ax.legend(fontsize=8)
+    fig.suptitle('architectures derived from one search')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from nni_zodarts import ZODartsPP
 from nni_zodarts.cost_model import frozen_counter
 from nni_zodarts.sparsemax import sparsemax
+from nni_zodarts.trace import count_flops
 from spaces import CellSpace, ShapeShiftingSpace
 
 # Every space NNI 3.0's DARTS searches, at a size a CPU test can afford (3x16x16 images, 10 classes).
@@ -82,13 +83,17 @@ def test_hub_space_is_searched_and_exported_inside_the_budget(name, mode, budget
 
 
 @pytest.mark.parametrize('name', list(HUB))
-def test_hub_space_count_is_the_frozen_models(name):
-    strategy = ZODartsPP(size_search_start_epoch=0)
+def test_hub_space_parameters_and_flops_are_the_frozen_models(name):
+    strategy = ZODartsPP(size_search_start_epoch=0, input_shape=(3, 16, 16))
     strategy.mutate_model(HUB[name]())
-    assert strategy.polynomial.exact
-    for seed in range(2, 4):                     # other architectures than the ones the count was checked on
+    params, flops = strategy.costs['params'], strategy.costs['flops']
+    assert params.exact and flops.exact
+    for seed in range(2, 4):                     # other architectures than the ones the counts were checked on
         arch = random_arch(HUB[name](), seed)
-        assert strategy.polynomial.count(arch) == n_params(HUB[name]().freeze(arch)), arch
+        model = HUB[name]().freeze(arch)
+        assert params.count(arch) == n_params(model), arch
+        with torch.no_grad():
+            assert flops.count(arch) == count_flops(model.eval(), torch.zeros(1, 3, 16, 16)) > 0, arch
 
 
 def test_a_supernet_unlike_its_frozen_models_is_held_to_the_budget_by_their_count():
