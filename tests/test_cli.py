@@ -180,11 +180,27 @@ def test_an_nnictl_trial_takes_temperature_interval_from_the_tuner(monkeypatch, 
     assert _search_kwargs(ran[0])['temperature_interval'] == 3
 
 
+def test_an_nnictl_trial_takes_hardware_budgets_from_the_tuner(monkeypatch, tmp_path):
+    import nni
+    monkeypatch.setenv('NNI_OUTPUT_DIR', str(tmp_path))
+    monkeypatch.setattr(nni, 'get_next_parameter', lambda: {'flops_budget': 20_000_000, 'latency_budget': [1, 2.5]})
+    ran = []
+    monkeypatch.setattr(trial, 'run_command', lambda args, on_epoch: ran.append(args) or 0)
+    assert trial.main([]) == 0
+    kwargs = _search_kwargs(ran[0])
+    assert kwargs['flops_budget'] == 20e6 and kwargs['latency_budget'] == (1.0, 2.5)
+
+
 @pytest.mark.parametrize('args, message', [
     (['search', '--dataset', 'nosuchmnist'], 'unknown dataset'),
     (['search', '--dataset', 'pneumoniamnist', '--data-root', '{tmp}'], '--data-root'),
     (['search', '--param-budget', '0'], 'budget'),
     (['search', '--param-budget', '500:100'], 'lower bound'),
+    (['search', '--flops-budget', '20M:10M'], 'lower bound'),
+    (['search', '--flops-budget', 'lots'], 'e.g. 300k or 20M'),
+    (['search', '--latency-budget', '2ms'], 'milliseconds'),
+    (['search', '--flops-budget', '1k'], 'below the smallest architecture'),
+    (['search', '--latency-table', '{tmp}/none.json'], 'does not exist'),
     (['search', '--epochs', '0'], '--epochs'),
     (['search', '--devices', '0'], '--devices'),
     (['search', '--method', 'darts', '--param-budget', '100000'], '--param-budget needs --method zodartspp'),

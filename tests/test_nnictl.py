@@ -65,8 +65,8 @@ def test_smoke_trials_succeed_with_intermediate_and_final_metrics(smoke_experime
         mine = [m for m in metrics if m['trialJobId'] == job['trialJobId']]
         periodical = [json.loads(json.loads(m['data'])) for m in mine if m['type'] == 'PERIODICAL']
         final = [json.loads(json.loads(m['data'])) for m in mine if m['type'] == 'FINAL']
-        assert len(periodical) == 2 and {'default', 'expected_params', 'temperature'} <= set(periodical[0])
-        assert len(final) == 1 and {'default', 'params', 'test_acc', 'test_auc'} <= set(final[0])
+        assert len(periodical) == 2 and {'default', 'expected_params', 'expected_flops', 'temperature'} <= set(periodical[0])
+        assert len(final) == 1 and {'default', 'params', 'flops', 'test_acc', 'test_auc'} <= set(final[0])
 
 
 def test_report_collects_the_sweep(smoke_experiment, tmp_path):
