@@ -205,6 +205,12 @@ def _quiet() -> None:
 
 
 def run_command(args, on_epoch=None) -> int:
+    from .nni_workarounds import quiet_nni
+    with quiet_nni():
+        return _run_command(args, on_epoch)
+
+
+def _run_command(args, on_epoch=None) -> int:
     """Run a parsed ``search``/``retrain``/``run``. In an nnictl trial (``on_epoch`` reports each search epoch),
     ``run`` retrains only when asked and reports its final result to NNI.
 

@@ -1,6 +1,8 @@
 """Every work-around for NNI 3.0 on a current stack, in one place (see docs/nni_notes in the spec set).
 
-* torch >= 2.4 classes that are not modules make NNI warn at import (harmless): filtered here.
+* torch >= 2.4 classes that are not modules make NNI warn at import (harmless): filtered while the package imports
+  NNI (``importing_nni``); ``quiet_nni`` filters NNI's and Lightning's run-time noise while the package runs NNI.
+  Neither changes the filters of the importing process.
 * filelock >= 3.12 makes ``NasExperiment.run()`` hang forever (NNI pins ``filelock<3.12``): checked here.
 * NNI's sequential engine swaps the trial command channel while a one-shot search trains, so metrics reported
   from inside the search of an nnictl trial would never reach the web UI: ``TrialChannel`` keeps the real one.
@@ -13,25 +15,46 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 
-__all__ = ['quiet_nni_warnings', 'check_filelock', 'ordered_darts_alphas', 'TrialChannel']
+__all__ = ['importing_nni', 'quiet_nni', 'check_filelock', 'ordered_darts_alphas', 'TrialChannel']
 
 
-def quiet_nni_warnings() -> None:
-    """Silence the warnings NNI and Lightning print on every import and run that say nothing to a user."""
-    warnings.filterwarnings('ignore', message=r'.*is found to be not a nn\.Module', category=RuntimeWarning)
-    warnings.filterwarnings('ignore', message=r'.*`isinstance\(treespec, LeafSpec\)` is deprecated')
-    warnings.filterwarnings('ignore', message=r'.*training_service.* will be ignored')
-    warnings.filterwarnings('ignore', message=r'.*please try to wrap PyTorch DataLoader with nni.trace')
-    warnings.filterwarnings('ignore', message=r'.*does not have many workers')
-    # Only with --resume or --overwrite (prepare_output refuses a used folder otherwise) the checkpoint folder
-    # holds checkpoints already; on resume Lightning ends the restored epoch before any metric exists.
-    warnings.filterwarnings('ignore', message=r'Checkpoint directory .* exists and is not empty')
-    warnings.filterwarnings('ignore', message=r"`ModelCheckpoint\(monitor='val_select'\)` could not find the monitored key")
-    # NNI logs this once per config validation (a dozen times a run) for every one-shot experiment.
-    logging.getLogger('nni.nas.experiment.config.experiment').addFilter(
-        lambda record: 'will be ignored for sequential' not in record.getMessage())
+IMPORT_NOISE = r'.*is found to be not a nn\.Module'      # NNI on torch >= 2.4, at import: harmless
+
+
+@contextmanager
+def importing_nni():
+    """NNI's import-time warnings silenced for the imports inside, the warning filters restored after."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=IMPORT_NOISE, category=RuntimeWarning)
+        yield
+
+
+@contextmanager
+def quiet_nni():
+    """Silence, inside, the warnings and log lines NNI and Lightning print on every run that say nothing to a user;
+    the filters are restored after (the package runs its searches and retrainings inside)."""
+    def drop(record) -> bool:                     # NNI logs this once per config validation, a dozen times a run
+        return 'will be ignored for sequential' not in record.getMessage()
+
+    logger = logging.getLogger('nni.nas.experiment.config.experiment')
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message=IMPORT_NOISE, category=RuntimeWarning)
+        warnings.filterwarnings('ignore', message=r'.*`isinstance\(treespec, LeafSpec\)` is deprecated')
+        warnings.filterwarnings('ignore', message=r'.*training_service.* will be ignored')
+        warnings.filterwarnings('ignore', message=r'.*please try to wrap PyTorch DataLoader with nni.trace')
+        warnings.filterwarnings('ignore', message=r'.*does not have many workers')
+        # Only with --resume or --overwrite (prepare_output refuses a used folder otherwise) the checkpoint folder
+        # holds checkpoints already; on resume Lightning ends the restored epoch before any metric exists.
+        warnings.filterwarnings('ignore', message=r'Checkpoint directory .* exists and is not empty')
+        warnings.filterwarnings('ignore', message=r"`ModelCheckpoint\(monitor='val_select'\)` could not find the monitored key")
+        logger.addFilter(drop)
+        try:
+            yield
+        finally:
+            logger.removeFilter(drop)
 
 
 def check_filelock() -> None:

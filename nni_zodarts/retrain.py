@@ -9,6 +9,7 @@ import pytorch_lightning as pl
 import torch
 
 from .data import PAPER_RETRAIN_BATCH, DataError, cap, load_medmnist, make_loader
+from .nni_workarounds import quiet_nni
 from .files import prepare_output, read_json, write_json
 from .checkpointing import LATEST, MovedFolderResume, RNGStateCheckpoint, latest_checkpoint, without_nan_fill
 from .search import load_search_config, resolve_device
@@ -52,6 +53,7 @@ def build_model(arch: dict[str, Any], space: str, space_kwargs: dict[str, Any]) 
     return model_space.freeze(prune_dead_edges(arch))
 
 
+@quiet_nni()
 def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = None, data_root: str | None = None,
             download: bool = False, image_size: int | None = None, space: str | None = None, epochs: int = 20,
             batch_size: int | None = None, seed: int = 0, max_samples: int | None = None, accelerator: str = 'auto',

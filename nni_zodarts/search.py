@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 
 from .data import PAPER_SEARCH_BATCH, DataError, load_medmnist, make_loader, search_split
+from .nni_workarounds import quiet_nni
 from .files import prepare_output, read_json, write_csv, write_json
 from .checkpointing import (LATEST, MovedFolderResume, RNGStateCheckpoint, SizePhaseSnapshot, latest_checkpoint,
                             without_nan_fill)
@@ -132,6 +133,7 @@ def resolve_device(accelerator: str) -> str | None:
     return None
 
 
+@quiet_nni()
 def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str | None = None, download: bool = False,
            image_size: int = 28,
            space: str = 'size_variable', width_search: bool = False, epochs: int = 10,
