@@ -184,7 +184,13 @@ def _search_kwargs(args) -> dict:
                 image_size=args.image_size or 28,
                 space=args.space, width_search=args.width_search, batch_size=args.batch_size, seed=args.seed,
                 max_samples=args.max_samples, accelerator=args.accelerator, devices=args.devices, derive=args.derive,
-                quiet=args.quiet, overwrite=args.overwrite, resume=args.resume, method=args.method, **preset, **zo)
+                method=args.method, **preset, strategy=zo)
+
+
+def _search(output, args, on_epoch=None):
+    from .search import SearchSettings, search
+    return search(output, SearchSettings(**_search_kwargs(args)), quiet=args.quiet, overwrite=args.overwrite,
+                  resume=args.resume, on_epoch=on_epoch)
 
 
 def _retrain_kwargs(args) -> dict:
@@ -223,7 +229,6 @@ def _run_command(args, on_epoch=None) -> int:
     from .data import DataError
     from .files import OutputError
     from .retrain import ArchitectureError, retrain
-    from .search import search
     try:
         if args.command == 'derive':
             from .derive import derive
@@ -234,7 +239,7 @@ def _run_command(args, on_epoch=None) -> int:
                   + (f', supernet validation ACC {acc:.3f})' if acc is not None else ')')
                   + f'; Pareto plot: {args.search / "pareto.png"}')
         elif args.command == 'search':
-            result = search(args.output, **_search_kwargs(args))
+            result = _search(args.output, args)
             if result is None:                              # a helper process of a multi-process search
                 return 0
             print(f'architecture: {args.output / "architecture.json"} ({describe_costs(result)})')
@@ -243,7 +248,7 @@ def _run_command(args, on_epoch=None) -> int:
             print(_table([('test ACC', f'{metrics["test_acc"]:.4f}'), ('test AUC', f'{metrics["test_auc"]:.4f}'),
                           ('parameters', f'{metrics["params"]:,}')]))
         else:
-            found = search(args.output / 'search', on_epoch=on_epoch, **_search_kwargs(args))
+            found = _search(args.output / 'search', args, on_epoch)
             if found is None:
                 return 0
             final = {'default': found['val_acc'], 'params': found['params'], 'search_seconds': found['search_seconds'],

@@ -226,11 +226,12 @@ class CostPolynomial:
         self._index = torch.tensor(rows, dtype=torch.long).view(len(rows), width)
         self._coef = torch.tensor([float(c) for c in poly.values()], dtype=torch.float64)
 
-    def calibrate(self, scale: float, shift: float) -> None:
-        """Every architecture's cost becomes ``scale * cost + shift`` (e.g. fitted to measurements)."""
-        poly = defaultdict(int, {term: scale * coef for term, coef in self._poly.items()})
+    def add(self, other: 'CostPolynomial', scale: float = 1.0, shift: float = 0.0) -> None:
+        """Every architecture's cost becomes ``cost + scale * other's + shift`` (``other``: the same space's)."""
+        poly = defaultdict(int, self._poly)
+        _add(poly, other._poly, scale)
         poly[frozenset()] += shift
-        self._set_terms(dict(poly))
+        self._set_terms({term: coef for term, coef in poly.items() if coef})
 
     def check(self, count: Callable[[Mapping[str, object]], float], size_labels: Sequence[str] = (),
               num: int = 4, seed: int = 0, max_table: int = 64) -> float:

@@ -2,9 +2,10 @@
 
 A unit is a module with no choice inside (an operation candidate, a stem, a head) or one sample of a mixed
 operation, measured alone at its input shape from the supernet trace (batch 1 by default) on the device the
-model will run on: warm-up, then the median of repeats. What the units do not hold (additions, concatenation,
-Python between layers) is calibrated on a few random frozen models: ``latency = scale * sum(units) + shift``,
-least squares on their measured latencies. The table is saved as JSON beside the results and reused with ``latency_table=``; it belongs to
+model will run on: warm-up, then the median of repeats. What the units do not hold (the calls between them:
+Python, additions, concatenation) is calibrated on a few random frozen models as a cost per unit called and a
+constant, ``latency = sum(units) + per_call * units called + shift`` (least squares on their measured latencies,
+``per_call >= 0``); units called is itself a polynomial, so the prediction stays additive and its expectation exact. The table is saved as JSON beside the results and reused with ``latency_table=``; it belongs to
 one space and input shape (its ``space`` key) and one device.
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .trace import SupernetTrace, resized_inputs
 
 __all__ = ['LatencyTable', 'LatencyCost', 'measure_ms', 'measured_latency', 'space_key', 'latency_polynomial']
 
-CALIBRATION = ('scale', 'shift')
+CALIBRATION = ('per_call', 'shift')
 
 
 def space_key(labels: Mapping[str, object], input_shape: Sequence[int]) -> str:
@@ -125,6 +126,16 @@ class LatencyCost:
         return self.table.lookup(key, measure)
 
 
+class UnitCalls(LatencyCost):
+    """1 for every latency unit that runs: how many units an architecture calls."""
+
+    def whole(self, module: nn.Module) -> float:
+        return float(module in self.trace.inputs)
+
+    def operation(self, module: MixedOperation, arguments: dict) -> float:
+        return float(module in self.trace.inputs)
+
+
 def _batch(args: tuple, batch_size: int) -> tuple:
     """The traced (batch 1) inputs at ``batch_size``."""
     if batch_size == 1:
@@ -134,20 +145,22 @@ def _batch(args: tuple, batch_size: int) -> tuple:
 
 def latency_polynomial(supernet: nn.Module, labels, trace: SupernetTrace, table: LatencyTable,
                        freeze: Callable[[Mapping[str, object]], nn.Module], input_shape: Sequence[int],
-                       num_calibration: int = 5, seed: int = 0) -> CostPolynomial:
+                       num_calibration: int = 8, seed: int = 0) -> CostPolynomial:
     """The additive latency prediction, calibrated on ``num_calibration`` random frozen models (``freeze``:
     ``arch -> module`` on the table's device) unless the table holds the calibration already."""
     poly = CostPolynomial(supernet, labels, LatencyCost(trace, table))
+    calls = CostPolynomial(supernet, labels, UnitCalls(trace, table))
     if not all(k in table.entries for k in CALIBRATION):
         rng = np.random.RandomState(seed)
         archs = [{lab: m.random(random_state=rng) for lab, m in labels.items()} for _ in range(num_calibration)]
-        units = np.array([poly.count(arch) for arch in archs])
-        measured = np.array([measured_latency(freeze(arch), input_shape, table.batch_size, table.device) for arch in archs])
-        scale, shift = np.polyfit(units, measured, 1) if np.ptp(units) > 0 else (1.0, 0.0)
-        if scale <= 0:                                   # noise swamped the spread: keep the units, shift only
-            scale, shift = 1.0, float(np.median(measured - units))
-        table.entries.update(scale=float(scale), shift=float(shift))
-    poly.calibrate(table.entries['scale'], table.entries['shift'])
+        gap = np.array([measured_latency(freeze(arch), input_shape, table.batch_size, table.device) - poly.count(arch)
+                        for arch in archs])
+        count = np.array([calls.count(arch) for arch in archs])
+        per_call, shift = np.polyfit(count, gap, 1) if np.ptp(count) > 0 else (0.0, float(np.median(gap)))
+        if per_call < 0:                                 # noise swamped the spread: a constant only
+            per_call, shift = 0.0, float(np.median(gap))
+        table.entries.update(per_call=float(per_call), shift=float(shift))
+    poly.add(calls, table.entries['per_call'], table.entries['shift'])
     return poly
 
 

@@ -1,16 +1,15 @@
 """The Lightning module of ZO-DARTS++: DARTS's weight step, plus a zeroth-order architecture step every T steps.
 
 Spec §1 on one screen (``training_step``): every step trains the weights ``W`` exactly as DARTS does; in
-``'implicit'`` mode a perturbed copy ``W'`` (a parameter dict run through ``torch.func.functional_call``, with a
-clone of the weight optimizer's state) trains on the same batch from ``alpha + mu u``; every ``T`` steps the
-validation objective (CE + budget hinge) gives the ZO estimate of ``zo_estimator`` and Adam applies it to alpha.
-On several processes the gradients and estimates are averaged across ranks (``distributed``).
+``'implicit'`` mode the :class:`~nni_zodarts.architect.ZOArchitect` trains perturbed copies ``W'`` beside them for
+the last ``perturbed_steps`` steps of each window; every ``T`` steps it gives the ZO estimate of the validation
+objective (CE + budget hinges) and Adam applies it to alpha. Here live the edges: when, DDP averaging across
+ranks (``distributed``), finiteness checks and logging.
 """
 from __future__ import annotations
 
 import warnings
-from copy import deepcopy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,11 +18,12 @@ from torch import nn
 from torch.func import functional_call
 from nni.nas.oneshot.pytorch.differentiable import DartsLightningModule
 
+from .architect import ZOArchitect
 from .budget import Budget, hinge_penalty, select_architecture
 from .cost_model import CostPolynomial
 from .distributed import ZODartsDDP, average_, broadcast_, rank_spread
 from .sparsemax import TemperedSparsemax, temperature_at
-from .zo_estimator import along, direct_estimate, implicit_slopes, unit_directions
+from .zo_estimator import unit_directions
 
 __all__ = ['ZOConfig', 'ZODartsPPModule']
 
@@ -46,6 +46,8 @@ class ZOConfig:
     latency_budget: tuple[float, float] | None = None
     flops_unit: float = 1e8
     latency_unit: float = 1.0
+    perturbed_steps: int | None = None          # W' trains for the last k weight steps of a window (None: all T)
+    mu_reference: str = 'searched'              # mu relative to the norm of 'searched' or 'operations' tables
 
     def budgets(self) -> list[Budget]:
         """The active budgets: ``params``, ``flops``, ``latency``, in that order."""
@@ -55,30 +57,11 @@ class ZOConfig:
 
 
 @dataclass
-class _PerturbedCopy:
-    weights: dict[str, torch.Tensor]
-    buffers: dict[str, torch.Tensor]
-    alphas: dict[str, torch.Tensor]
-    optimizer: torch.optim.Optimizer
-
-
-@dataclass
-class _Window:
+class Window:
+    """An open ``'implicit'`` window: the labels it perturbs, its directions and step."""
     labels: list[str]
     directions: torch.Tensor
     mu: float
-    copies: list[_PerturbedCopy] = field(default_factory=list)
-
-
-def _clone_optimizer(optimizer: torch.optim.Optimizer, originals: dict[str, nn.Parameter],
-                     clones: dict[str, torch.Tensor]) -> torch.optim.Optimizer:
-    """The same optimizer (class, groups, hyper-parameters, momentum/Adam state) over ``clones``."""
-    by_id = {id(p): clones[name] for name, p in originals.items()}
-    groups = [{**{k: v for k, v in g.items() if k != 'params'}, 'params': [by_id[id(p)] for p in g['params']]}
-              for g in optimizer.param_groups]
-    copy = type(optimizer)(groups)
-    copy.load_state_dict(deepcopy(optimizer.state_dict()))      # load_state_dict alone would share the buffers
-    return copy
 
 
 class ZODartsPPModule(DartsLightningModule):
@@ -103,7 +86,8 @@ class ZODartsPPModule(DartsLightningModule):
         self.normalizer = normalizer
         self.costs = dict(costs)                 # 'params', and 'flops' / 'latency' where the input shape is known
         self.polynomial = self.costs.get('params')
-        self._window: _Window | None = None
+        self._architect: ZOArchitect | None = None
+        self._window: Window | None = None       # the open implicit window
         self._seed = torch.initial_seed()       # ZO directions are a function of (seed, epoch, step): see _generator
         self.alpha_rank_spread = float('nan')   # max |alpha_rank - alpha_0| at the end of the last epoch (DDP check)
         self._name_cache: tuple[dict[str, str], dict[str, nn.Parameter]] | None = None
@@ -176,7 +160,8 @@ class ZODartsPPModule(DartsLightningModule):
 
     def _directions(self, labels: list[str], step: int) -> tuple[torch.Tensor, float]:
         flat = torch.cat([self._alphas[lab].detach() for lab in labels])
-        norm = float(flat.norm())
+        reference = [lab for lab in labels if lab in self._op_labels] if self.cfg.mu_reference == 'operations' else labels
+        norm = float(torch.cat([self._alphas[lab].detach() for lab in reference or labels]).norm())
         # 'direct' differences two float32 losses, so its step never shrinks below mu itself.
         mu = self.cfg.mu * (max(norm, 1.0) if self.cfg.zo_mode == 'direct' else norm)
         directions = unit_directions(self.cfg.num_directions, flat.numel(), generator=self._generator(step))
@@ -185,9 +170,6 @@ class ZODartsPPModule(DartsLightningModule):
     def _split(self, labels: list[str], vector: torch.Tensor) -> dict[str, torch.Tensor]:
         sizes = [self._alphas[lab].numel() for lab in labels]
         return dict(zip(labels, torch.split(vector, sizes)))
-
-    def _perturbed(self, labels: list[str], step: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {lab: self._alphas[lab].detach() + d for lab, d in self._split(labels, step).items()}
 
     @property
     def _world(self) -> int:
@@ -203,13 +185,24 @@ class ZODartsPPModule(DartsLightningModule):
         return opt.optimizer
 
     # ------------------------------------------------------------------------------------- the ZO-DARTS++ step
+    @property
+    def architect(self) -> ZOArchitect:
+        if self._architect is None:
+            names, weights = self._names()
+            self._architect = ZOArchitect(self.model, weights, names, self._loss, self._objective,
+                                          self.gradient_clip_val, lambda tensors: average_(tensors, self._world))
+        return self._architect
+
     def training_step(self, batch, batch_idx):
         T = self.cfg.arc_update_interval
         window_start = batch_idx - batch_idx % T
         searching = (self.trainer.current_epoch >= self.warmup_epochs and bool(self.active_labels())
                      and window_start + T <= self.trainer.num_training_batches)   # a partial last window is skipped
-        if searching and self.cfg.zo_mode == 'implicit' and batch_idx == window_start:
-            self._open_window(batch_idx)
+        if searching and self.cfg.zo_mode == 'implicit' and batch_idx == window_start + T - self.perturbed_steps:
+            labels = self.active_labels()
+            directions, mu = self._directions(labels, batch_idx)
+            self._window = Window(labels, directions, mu)
+            self.architect.open_window({lab: self._alphas[lab] for lab in labels}, directions, mu, self._weight_optimizer())
 
         loss = self.training_module.training_step(batch['train'], batch_idx)       # DARTS phase 2: weight step
         weight_loss = loss['loss'] if isinstance(loss, dict) else loss
@@ -219,7 +212,7 @@ class ZODartsPPModule(DartsLightningModule):
             raise FloatingPointError(f'non-finite training loss at epoch {self.trainer.current_epoch}, step {batch_idx}')
         self.advance_optimization(weight_loss, batch_idx, self.gradient_clip_val)
         if self._window is not None:
-            self._perturbed_step(batch['train'])
+            self.architect.perturbed_step(batch['train'])                         # W' follows W on the same batch
         if searching and batch_idx == window_start + T - 1:
             self._architecture_step(batch['val'], batch_idx)
         self.advance_lr_schedulers(batch_idx)
@@ -231,59 +224,22 @@ class ZODartsPPModule(DartsLightningModule):
             self.log_probs(self.export_probs())
         return loss
 
-    def _open_window(self, batch_idx: int) -> None:
-        """Start ``W'_k`` from ``W`` with ``alpha + mu u_k`` and a clone of the weight optimizer (spec §5)."""
-        labels = self.active_labels()
-        directions, mu = self._directions(labels, batch_idx)
-        names, weights = self._names()
-        optimizer = self._weight_optimizer()
-        self._window = _Window(labels, directions, mu)
-        for u in directions:
-            clones = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in weights.items()}
-            alphas = {names[lab]: a for lab, a in self._perturbed(labels, mu * u).items()}
-            buffers = {n: b.clone() for n, b in self.model.named_buffers()}
-            self._window.copies.append(_PerturbedCopy(clones, buffers, alphas, _clone_optimizer(optimizer, weights, clones)))
-
-    def _perturbed_step(self, batch) -> None:
-        for copy in self._window.copies:
-            with torch.enable_grad():
-                loss = self._loss(batch, {**copy.weights, **copy.buffers, **copy.alphas})
-            trainable = [t for t in copy.weights.values() if t.requires_grad]
-            for t, g in zip(trainable, torch.autograd.grad(loss, trainable, allow_unused=True)):
-                t.grad = g
-            average_([t.grad for t in trainable if t.grad is not None], self._world)
-            if self.gradient_clip_val:
-                nn.utils.clip_grad_norm_(trainable, self.gradient_clip_val)
-            copy.optimizer.step()
+    @property
+    def perturbed_steps(self) -> int:
+        return self.cfg.perturbed_steps or self.cfg.arc_update_interval
 
     def _architecture_step(self, val_batch, batch_idx: int) -> None:
+        """One ZO estimate (the architect's), averaged over ranks, checked, applied by Adam and logged."""
         if self.cfg.zo_mode == 'implicit':
             window, self._window = self._window, None
             labels, directions, mu = window.labels, window.directions, window.mu
-            weights = {n: w for n, w in self._names()[1].items() if w.requires_grad}     # frozen weights never move
-            alphas = {lab: self._alphas[lab].detach().requires_grad_() for lab in labels}
-            with torch.enable_grad():
-                loss = self._objective(val_batch, alphas)
-            grads = torch.autograd.grad(loss, list(alphas.values()) + list(weights.values()), allow_unused=True)
-            grad_alpha = torch.cat([torch.zeros_like(a) if g is None else g for a, g in zip(alphas.values(), grads)])
-            with torch.no_grad():
-                perturbed = [[c.weights[n] for n in weights] for c in window.copies]
-                first, implicit = implicit_slopes(grad_alpha, grads[len(alphas):], list(weights.values()), perturbed,
-                                                  directions, mu)
-                estimate = along(first + implicit, directions)
-                gap = torch.stack([(wp - w).abs().max() for ws in perturbed
-                                   for wp, w in zip(ws, weights.values())]).max()
-            # Diagnostics: the sizes of Eq. 5's two terms and how far W' moved from W (max |W' - W|).
-            self.log_dict({'zo_first_order': float(first.abs().mean()), 'zo_implicit': float(implicit.abs().mean()),
-                           'zo_weight_gap': float(gap)})
+            estimate, loss, diagnostics = self.architect.implicit(
+                val_batch, {lab: self._alphas[lab] for lab in labels}, directions, mu)
         else:
             labels = self.active_labels()
             directions, mu = self._directions(labels, batch_idx)
-            with torch.no_grad():
-                loss = self._objective(val_batch, {})
-                perturbed = torch.stack([self._objective(val_batch, self._perturbed(labels, mu * u)) for u in directions])
-            estimate = direct_estimate(loss, perturbed, directions, mu)
-        loss = loss.detach()
+            estimate, loss, diagnostics = self.architect.direct(
+                val_batch, {lab: self._alphas[lab] for lab in labels}, directions, mu)
         average_([estimate, loss], self._world)     # the slopes are linear in the per-rank losses (``distributed``)
         if not torch.isfinite(estimate).all() or not torch.isfinite(loss):
             raise FloatingPointError(f'non-finite architecture step at epoch {self.trainer.current_epoch}, '
@@ -295,7 +251,7 @@ class ZODartsPPModule(DartsLightningModule):
         arc_optim.step()
         if not all(torch.isfinite(self._alphas[lab]).all() for lab in labels):
             raise FloatingPointError(f'non-finite alpha at epoch {self.trainer.current_epoch}, step {batch_idx}')
-        self.log_dict({'arch_loss': float(loss), 'zo_mu': mu, 'zo_grad_norm': float(estimate.norm())})
+        self.log_dict({'arch_loss': float(loss), 'zo_mu': mu, 'zo_grad_norm': float(estimate.norm()), **diagnostics})
         probs = self.probabilities()
         for cost, poly in self.costs.items():
             self.log(f'expected_{cost}', float(poly.expectation(probs)), prog_bar=cost == 'params')
@@ -321,6 +277,8 @@ class ZODartsPPModule(DartsLightningModule):
         cfg = self.cfg
         self.normalizer.tau = temperature_at(epoch, cfg.initial_temperature, cfg.temperature_decay, cfg.temperature_interval)
         self._window = None
+        if self._architect is not None:
+            self._architect.copies = []
         if self._size_labels and epoch == self.size_start and epoch > 0:
             # Size tables start afresh when the size-variable phase opens, with a new Adam state (spec §1, §5).
             with torch.no_grad():

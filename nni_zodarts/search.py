@@ -5,6 +5,7 @@ import math
 import time
 import warnings
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
@@ -20,7 +21,7 @@ from .distributed import ZODartsDDP, launched_rank
 from .errors import UsageError, as_usage_error
 from .strategy import ZODartsPP
 
-__all__ = ['search', 'SearchRecorder', 'sample_architecture', 'SEARCH_RESULTS']
+__all__ = ['search', 'SearchSettings', 'SearchRecorder', 'sample_architecture', 'SEARCH_RESULTS']
 
 # The last architecture step's values, per epoch in search_history.csv (the zo_* ones in ZO-DARTS++'s implicit mode).
 ZO_METRICS = ('arch_loss', 'zo_mu', 'zo_first_order', 'zo_implicit', 'zo_weight_gap')
@@ -133,21 +134,49 @@ def resolve_device(accelerator: str) -> str | None:
     return None
 
 
+@dataclass
+class SearchSettings:
+    """What one search runs: data, space, schedule, machine and method. ``strategy`` holds the
+    :class:`ZODartsPP` keyword arguments (``method='darts'``: NNI's first-order ``DARTS``'s, the papers' baseline)."""
+    dataset: str = 'breastmnist'
+    data_root: str | None = None
+    download: bool = False
+    image_size: int = 28
+    space: str = 'size_variable'
+    width_search: bool = False
+    epochs: int = 10
+    schedule_epochs: int | None = None       # the weights' cosine schedule (default: epochs)
+    batch_size: int | None = None            # per process (default: the paper's per data set, divided by devices)
+    learning_rate: float = 0.1               # the weights' (spec §7: SGD 0.1, cosine)
+    seed: int = 0
+    max_samples: int | None = None
+    accelerator: str = 'auto'
+    devices: int = 1
+    derive: str = 'argmax'                   # or 'sample' (from the final probabilities)
+    method: str = 'zodartspp'
+    strategy: dict[str, Any] = field(default_factory=dict)
+
+    def check(self) -> None:
+        if self.epochs <= 0:
+            raise UsageError(f'epochs must be > 0, got {self.epochs}')
+        if self.devices < 1:
+            raise UsageError(f'devices must be >= 1, got {self.devices}')
+        if self.learning_rate <= 0:
+            raise UsageError(f'the weight learning rate must be > 0, got {self.learning_rate}')
+        if self.devices > 1 and self.method != 'zodartspp':
+            raise UsageError("devices > 1 needs method zodartspp (NNI's DARTS module does not average across ranks)")
+        if self.derive not in ('argmax', 'sample'):
+            raise UsageError(f"derive must be 'argmax' or 'sample', got {self.derive!r}")
+
+
 @quiet_nni()
-def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str | None = None, download: bool = False,
-           image_size: int = 28,
-           space: str = 'size_variable', width_search: bool = False, epochs: int = 10,
-           schedule_epochs: int | None = None, batch_size: int | None = None, learning_rate: float = 0.1, seed: int = 0,
-           max_samples: int | None = None, accelerator: str = 'auto', devices: int = 1, derive: str = 'argmax',
-           quiet: bool = False, overwrite: bool = False, resume: bool = False, method: str = 'zodartspp',
-           on_epoch: Callable[[dict], None] | None = None, **strategy_kwargs: Any) -> dict[str, Any] | None:
+def search(output: str | Path, settings: SearchSettings, *, quiet: bool = False, overwrite: bool = False,
+           resume: bool = False, on_epoch: Callable[[dict], None] | None = None) -> dict[str, Any] | None:
     """Run one search and write ``architecture.json``, ``search_config.json``, the histories, plots,
-    checkpoints and logs into ``output``. ``learning_rate`` is the weights' (spec §7: SGD 0.1, cosine);
-    ``strategy_kwargs`` go to :class:`ZODartsPP` (``method='darts'``: NNI's first-order ``DARTS`` on the same space
-    and data, the papers' baseline); ``on_epoch`` receives every ``search_history.csv`` row as it is written.
+    checkpoints and logs into ``output``; ``on_epoch`` receives every ``search_history.csv`` row as it is written.
     Returns a summary.
 
-    ``devices > 1`` runs one search on that many processes (GPUs, or CPU processes with gloo) through
+    ``settings.devices > 1`` runs one search on that many processes (GPUs, or CPU processes with gloo) through
     :class:`~nni_zodarts.ZODartsDDP`, each on its shard of every batch (``batch_size`` is per process); Lightning
     re-runs the calling script for the other processes, which write no results (only their own NNI log folder
     under ``output/nni``) and get ``None``. One multi-process search per Python process (Lightning keeps the
@@ -160,21 +189,15 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
     from .plots import plot_search
     from .training import SearchModule
 
-    if epochs <= 0:
-        raise UsageError(f'--epochs must be > 0, got {epochs}')
-    if devices < 1:
-        raise UsageError(f'--devices must be >= 1, got {devices}')
-    if learning_rate <= 0:
-        raise UsageError(f'the weight learning rate must be > 0, got {learning_rate}')
-    if devices > 1 and method != 'zodartspp':
-        raise UsageError("--devices > 1 needs --method zodartspp (NNI's DARTS module does not average across ranks)")
-    if derive not in ('argmax', 'sample'):
-        raise UsageError(f"--derive must be 'argmax' or 'sample', got {derive!r}")
-    if method == 'zodartspp':                                # latency is measured where the search trains
-        strategy_kwargs = {'latency_device': resolve_device(accelerator) or 'cpu', **strategy_kwargs}
+    settings.check()
+    st = settings                                            # the settings read most often, by name
+    dataset, data_root, image_size, space, epochs, seed = (st.dataset, st.data_root, st.image_size, st.space, st.epochs,
+                                                           st.seed)
+    method, devices, accelerator, derive, max_samples = st.method, st.devices, st.accelerator, st.derive, st.max_samples
+    strategy_kwargs, learning_rate = dict(st.strategy), st.learning_rate
     strategy = _strategy(method, strategy_kwargs)            # validates its arguments before anything is written
     check_filelock()
-    data = load_medmnist(dataset, data_root, image_size, download=download)
+    data = load_medmnist(dataset, data_root, image_size, download=st.download)
     if method == 'zodartspp':                                # E[FLOPs] (and latency) of one image, every epoch
         strategy.input_shape = (data.n_channels, image_size, image_size)
     first = launched_rank() == 0
@@ -183,11 +206,11 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
         raise DataError(f'{dataset} is multi-label, which nni-zodarts does not search yet: '
                         'pick a single-label data set')
     pl.seed_everything(seed, workers=True, verbose=False)
-    batch_size = batch_size or max(1, PAPER_SEARCH_BATCH.get(dataset, 64) // devices)
+    batch_size = st.batch_size or max(1, PAPER_SEARCH_BATCH.get(dataset, 64) // devices)
     device = resolve_device(accelerator) if devices == 1 else None     # several GPUs: Lightning moves each batch
     (wx, wy), (ax, ay) = search_split(data, seed, max_samples)
     space_kwargs = {'in_channels': data.n_channels, 'num_classes': data.n_classes}
-    if width_search:
+    if st.width_search:
         space_kwargs['width_multipliers'] = (0.5, 0.75, 1.0)
     model_space = create_space(space, **space_kwargs)
 
@@ -204,7 +227,7 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
                       limit_val_batches=0, deterministic=True, log_every_n_steps=1)
     without_nan_fill()
     last = output / 'checkpoints' / LATEST
-    evaluator = Lightning(SearchModule(data.n_classes, learning_rate, schedule_epochs=schedule_epochs or epochs), trainer,
+    evaluator = Lightning(SearchModule(data.n_classes, learning_rate, schedule_epochs=st.schedule_epochs or epochs), trainer,
                           train_dataloaders=make_loader(wx, wy, batch_size, train=True, device=device),
                           val_dataloaders=make_loader(ax, ay, batch_size, train=True, device=device),
                           fit_kwargs={'ckpt_path': str(last)} if resume and last.exists() else {})
@@ -225,8 +248,8 @@ def search(output: str | Path, *, dataset: str = 'breastmnist', data_root: str |
             arch = sample_architecture(probs, torch.Generator().manual_seed(seed), accept=inside)
         except ValueError as err:
             if inside is None:                # else keep the export: the most probable architecture inside the budget
-                raise UsageError(f'--derive sample: {err}') from err
-            warnings.warn(f'--derive sample: {err}; exporting the most probable one inside the budget', RuntimeWarning)
+                raise UsageError(f"derive='sample': {err}") from err
+            warnings.warn(f"derive='sample': {err}; exporting the most probable one inside the budget", RuntimeWarning)
     else:
         arch = prune_dead_edges(most_probable_alive(arch, probs))    # ZODartsPP's export already is; NNI's DARTS not
 

@@ -63,6 +63,12 @@ class ZODartsPP(DARTS):
     zo_mode
         ``'implicit'``: the paper's estimator with a perturbed weight trajectory (Eq. 5);
         ``'direct'``: two-point ZO on the validation objective with shared weights (forward passes only).
+    perturbed_steps
+        ``'implicit'`` only: ``W'`` trains beside ``W`` for the last ``k`` weight steps of each window of ``T``
+        (``None``: all ``T``, the paper's).
+    mu_reference
+        The norm ``mu`` is relative to: ``'searched'`` (every table perturbed) or ``'operations'`` (the operation
+        tables only, the authors' code).
     normalization
         ``'sparsemax'`` or ``'softmax'`` (ablation), both of ``alpha / tau``.
     **kwargs
@@ -78,6 +84,7 @@ class ZODartsPP(DARTS):
                  latency_budget: float | Sequence[float] | None = None, flops_unit: float = COSTS['flops'][0],
                  latency_unit: float = COSTS['latency'][0], input_shape: Sequence[int] | None = None,
                  latency_table: str | None = None, latency_device: str = 'cpu',
+                 perturbed_steps: int | None = None, mu_reference: str = 'searched',
                  gradient_clip_val: float | None = 5.0, **kwargs: Any):
         _check(mu > 0, f'mu must be > 0 (a step relative to ||alpha||, e.g. 0.005), got {mu}')
         _check(isinstance(num_directions, int) and num_directions >= 1, f'num_directions must be an int >= 1, got {num_directions}')
@@ -96,6 +103,10 @@ class ZODartsPP(DARTS):
         _check(input_shape is None or (len(input_shape) >= 1 and all(isinstance(d, int) and d > 0 for d in input_shape)),
                f'input_shape must be one input\'s shape without the batch dimension, e.g. (3, 32, 32), got {input_shape!r}')
         _check(zo_mode in ('implicit', 'direct'), f"zo_mode must be 'implicit' or 'direct', got {zo_mode!r}")
+        _check(perturbed_steps is None or (isinstance(perturbed_steps, int) and 1 <= perturbed_steps <= arc_update_interval),
+               f'perturbed_steps must be an int from 1 to arc_update_interval ({arc_update_interval}), got {perturbed_steps!r}')
+        _check(mu_reference in ('searched', 'operations'),
+               f"mu_reference must be 'searched' or 'operations', got {mu_reference!r}")
         _check(normalization in ('sparsemax', 'softmax'),
                f"normalization must be 'sparsemax' or 'softmax', got {normalization!r}")
         _check(kwargs.get('penalty') is None, 'ZODartsPP does not take penalty= (it has no gradient in NNI 3.0, '
@@ -104,7 +115,8 @@ class ZODartsPP(DARTS):
         self.config = ZOConfig(mu, num_directions, arc_update_interval, initial_temperature, temperature_decay,
                                temperature_interval, size_search_start_epoch, parse_budget(param_budget),
                                budget_weight, budget_unit, zo_mode, parse_budget(flops_budget, 'flops'),
-                               parse_budget(latency_budget, 'latency'), flops_unit, latency_unit)
+                               parse_budget(latency_budget, 'latency'), flops_unit, latency_unit, perturbed_steps,
+                               mu_reference)
         self.input_shape = tuple(input_shape) if input_shape is not None else None
         self.latency_table: LatencyTable | None = LatencyTable.load(latency_table) if latency_table else None
         self.latency_device = latency_device

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from nni.mutable import Mutable
-from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d, MutableLinear
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d, MutableLinear, ParametrizedModule
+from nni.nas.oneshot.pytorch.supermodule.operation import MixedOperation
 
 EDGES = [(1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]      # (to, from), NAS-Bench-201 order (spec §2)
 
@@ -138,9 +139,57 @@ NB201_OPS: dict[str, OpFactory] = {
 }
 
 
-def kernel_variable_conv(channels, label: str, track: bool, kernel_sizes=(7, 5, 3)) -> nn.Module:
-    """ZO-DARTS++'s kernel-variable conv: one 7x7 weight whose centre crops are the 5x5 and 3x3 kernels."""
-    return ReLUConvBN(channels, nni.choice(f'{label}_k', list(kernel_sizes)), track)
+def kernel_variable_conv(channels, label: str, track: bool, kernel_sizes=(7, 5, 3), mode: str = 'shared') -> nn.Module:
+    """ZO-DARTS++'s kernel-variable conv. ``'shared'``: one 7x7 weight whose centre crops are the 5x5 and 3x3
+    kernels, mixed before one BN; ``'branches'`` (the paper's): a ReLU-Conv-BN branch per kernel size, mixed after
+    their BNs (:class:`KernelBranches`). Either freezes to one ReLU-Conv(k)-BN."""
+    kernel = nni.choice(f'{label}_k', list(kernel_sizes))
+    if mode == 'branches':
+        return KernelBranches(channels=channels, kernel_size=kernel, track_running_stats=track)
+    return ReLUConvBN(channels, kernel, track)
+
+
+class KernelBranch(nn.Module):
+    """ReLU-Conv(``kernel_size``)-BN: what a kernel-variable conv of ``kernel_mode='branches'`` freezes to."""
+
+    def __init__(self, channels: int, kernel_size: int, track_running_stats: bool = False):
+        super().__init__()
+        self.branch = ReLUConvBN(channels, kernel_size, track_running_stats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.branch(x)
+
+
+class KernelBranches(ParametrizedModule, KernelBranch, wraps=KernelBranch):
+    """:class:`KernelBranch` with ``kernel_size`` a choice: in a one-shot supernet :class:`MixedKernelBranches` holds
+    one branch per size (the paper's separate 7x7/5x5/3x3 convolutions, each with its BN)."""
+
+
+class MixedKernelBranches(MixedOperation, KernelBranch):
+    """:class:`KernelBranches` in a one-shot supernet: ``sum_k p_k branch_k(x)`` over the sizes the strategy's
+    policy passes (one size: that branch alone). Installed by :meth:`CellNetworkSpace.extra_oneshot_hooks`."""
+    bound_type = KernelBranches
+    argument_list = ['kernel_size']
+
+    def super_init_argument(self, name, value_choice):
+        return max(value_choice.grid())
+
+    def __post_init__(self) -> None:
+        channels, track = self.init_arguments['channels'], self.init_arguments['track_running_stats']
+        del self.branch
+        self.branches = nn.ModuleDict({str(k): ReLUConvBN(channels, k, track)
+                                       for k in self.mutable_arguments['kernel_size'].grid()})
+
+    def forward_with_args(self, kernel_size, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(kernel_size, dict):
+            return self.branches[str(kernel_size)](x)
+        out = 0
+        for k, weight in kernel_size.items():
+            out = out + weight * self.branches[str(k)](x)
+        return out
+
+    def freeze_weight(self, kernel_size, **kwargs) -> dict:
+        return {f'branch.{name}': t for name, t in self.branches[str(kernel_size)].state_dict().items()}
 
 
 SIZE_VARIABLE_OPS: dict[str, OpFactory] = {
@@ -211,6 +260,11 @@ class CellNetworkSpace(ModelSpace):
     ``mend_architecture`` (the argmax with every dead cell made live) and ``canonical_architecture`` (the network
     an architecture stands for, dead edges pruned; ``None`` if a cell is dead).
     """
+
+    @classmethod
+    def extra_oneshot_hooks(cls, strategy) -> list:
+        """NNI's one-shot strategies mix :class:`KernelBranches` with :class:`MixedKernelBranches`."""
+        return [MixedKernelBranches.mutate]
 
     @staticmethod
     def mend_architecture(arch: dict, probs: dict[str, dict]) -> dict:

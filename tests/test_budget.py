@@ -165,3 +165,32 @@ def test_a_depth_built_from_several_labels_is_counted_exactly():
     for a, b in itertools.product([1, 2], [0, 2]):
         arch = {'a': a, 'b': b}
         assert poly.count(arch) == n_params(TwoLabelDepthSpace().freeze(arch)) == 12 * (a + b) + 8
+
+
+def test_kernel_branches_are_separate_convolutions_with_their_own_bn_and_count_exactly():
+    """``kernel_mode='branches'`` (the paper's): the supernet holds a ReLU-Conv(k)-BN per kernel size of every
+    kernel-variable conv; ``space.freeze`` keeps the chosen one; the count and E[FLOPs] follow the frozen models."""
+    from search_spaces.ops import KernelBranch, MixedKernelBranches
+    from nni_zodarts.trace import count_flops
+
+    make = lambda: SizeVariableSpace(in_channels=1, num_classes=2, kernel_mode='branches')
+    strategy = ZODartsPP(size_search_start_epoch=0, input_shape=(1, 28, 28))
+    supernet = strategy.mutate_model(make())
+    mixed = [m for m in supernet.modules() if isinstance(m, MixedKernelBranches)]
+    assert mixed and all(sorted(m.branches) == ['3', '5', '7'] for m in mixed)
+    assert all(isinstance(m.branches[k][2], nn.BatchNorm2d) for m in mixed for k in m.branches)
+    assert 's0_e10_k' in strategy.size_labels                # held at 7x7 before the size phase, like 'shared'
+    rng = random.Random(3)
+    for _ in range(4):
+        arch = random_arch(make(), rng)
+        model = make().freeze(arch)
+        assert strategy.polynomial.count(arch) == n_params(model)
+        with torch.no_grad():
+            assert strategy.costs['flops'].count(arch) == count_flops(model.eval(), torch.zeros(1, 1, 28, 28))
+        if arch['s0_e10'] == 'kernel_variable_conv':
+            conv = model.stages[0][0].edges['10'].branch[1]
+            assert conv.kernel_size == (arch['s0_e10_k'],) * 2
+            assert type(model.stages[0][0].edges['10']) is KernelBranch and repr(model)   # a plain module
+    shared = SizeVariableSpace(in_channels=1, num_classes=2)
+    arch = random_arch(shared, rng)
+    assert n_params(make().freeze(arch)) == n_params(shared.freeze(arch))   # one frozen network per architecture

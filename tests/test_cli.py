@@ -20,6 +20,12 @@ from search_spaces import SizeVariableSpace
 QUICK = ['--max-samples', '48', '--batch-size', '8', '--quiet']
 
 
+def settings(args) -> dict:
+    """The search settings a parsed command line gives, the strategy's arguments among them."""
+    kwargs = _search_kwargs(args)
+    return {**kwargs, **kwargs['strategy']}
+
+
 @pytest.fixture(scope='module')
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp('run')
@@ -149,7 +155,7 @@ def test_search_on_another_medmnist_file(tmp_path, retina_like):
      dict(epochs=60, schedule_epochs=60, size_search_start_epoch=30, temperature_interval=3)),
 ])
 def test_epochs_stretch_the_preset_and_temperature_interval_replaces_its_interval(command, flags, schedule):
-    kwargs = _search_kwargs(build_parser().parse_args([command, *flags, '--output', 'unused']))
+    kwargs = settings(build_parser().parse_args([command, *flags, '--output', 'unused']))
     assert {key: kwargs.get(key) for key in schedule} == schedule
 
 
@@ -177,7 +183,7 @@ def test_an_nnictl_trial_takes_temperature_interval_from_the_tuner(monkeypatch, 
     ran = []
     monkeypatch.setattr(trial, 'run_command', lambda args, on_epoch: ran.append(args) or 0)
     assert trial.main(['--epochs', '4']) == 0
-    assert _search_kwargs(ran[0])['temperature_interval'] == 3
+    assert settings(ran[0])['temperature_interval'] == 3
 
 
 def test_an_nnictl_trial_takes_hardware_budgets_from_the_tuner(monkeypatch, tmp_path):
@@ -187,7 +193,7 @@ def test_an_nnictl_trial_takes_hardware_budgets_from_the_tuner(monkeypatch, tmp_
     ran = []
     monkeypatch.setattr(trial, 'run_command', lambda args, on_epoch: ran.append(args) or 0)
     assert trial.main([]) == 0
-    kwargs = _search_kwargs(ran[0])
+    kwargs = settings(ran[0])
     assert kwargs['flops_budget'] == 20e6 and kwargs['latency_budget'] == (1.0, 2.5)
 
 

@@ -7,7 +7,8 @@ from nni.nas.experiment import NasExperiment
 from torch.utils.data import DataLoader, TensorDataset
 
 from nni_zodarts import ZODartsPP
-from nni_zodarts.module import ZODartsPPModule, _clone_optimizer
+from nni_zodarts.architect import ZOArchitect, clone_optimizer
+from nni_zodarts.module import ZODartsPPModule
 from nni_zodarts.sparsemax import sparsemax
 from spaces import FixedSpace, InputSpace, TinySpace
 
@@ -42,6 +43,8 @@ def search(strategy, epochs=2, seed=0, space=None):
     (dict(param_budget=(500, 100)), 'lower bound'), (dict(zo_mode='exact'), 'zo_mode'),
     (dict(normalization='gumbel'), 'normalization'), (dict(num_directions=0), 'num_directions'),
     (dict(temperature_decay=1.5), 'temperature_decay'), (dict(penalty={'baseline': 1}), 'param_budget'),
+    (dict(perturbed_steps=11), 'perturbed_steps'), (dict(perturbed_steps=0), 'perturbed_steps'),
+    (dict(mu_reference='all'), 'mu_reference'),
 ])
 def test_bad_arguments_say_what_to_fix(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -89,7 +92,7 @@ def test_the_step_writes_eq5_along_the_perturbation_each_copy_was_trained_with(m
     def spy(self, val_batch, batch_idx):
         window = self._window
         names, weights = self._names()
-        copy = window.copies[0]
+        copy = self.architect.copies[0]
         alphas = {lab: self._alphas[lab].detach().clone().requires_grad_() for lab in window.labels}
         buffers = {n: b.clone() for n, b in self.model.named_buffers()}
         params = {n: w.detach().clone().requires_grad_() for n, w in weights.items()}
@@ -237,7 +240,7 @@ def test_perturbed_optimizer_clone_follows_the_same_rule():
         w.grad = torch.randn(5)
         opt.step()
     clone = w.detach().clone().requires_grad_()
-    copy = _clone_optimizer(opt, {'w': w}, {'w': clone})
+    copy = clone_optimizer(opt, {'w': w}, {'w': clone})
     grad = torch.randn(5)
     w.grad, clone.grad = grad.clone(), grad.clone()
     opt.step()
@@ -274,16 +277,52 @@ def test_perturbed_weights_differ_from_w_only_through_alpha(monkeypatch, scale):
     """Eq. 5's ``W' - W`` must come from ``mu u`` alone: with the direction scaled to 0 the perturbed copy (its
     functional forward, BN buffers, clipping and cloned optimizer) follows ``W`` bit for bit; with ``u`` it moves."""
     gaps = []
-    step, perturb = ZODartsPPModule._architecture_step, ZODartsPPModule._perturbed
+    step, perturb = ZODartsPPModule._architecture_step, ZOArchitect._steps
 
     def recording_step(self, val_batch, batch_idx):
         weights = self._names()[1]
         gaps.extend(max(float((c.weights[n] - p).detach().abs().max()) for n, p in weights.items())
-                    for c in self._window.copies)
+                    for c in self.architect.copies)
         return step(self, val_batch, batch_idx)
 
     monkeypatch.setattr(ZODartsPPModule, '_architecture_step', recording_step)
-    monkeypatch.setattr(ZODartsPPModule, '_perturbed', lambda self, labels, d: perturb(self, labels, d * scale))
+    monkeypatch.setattr(ZOArchitect, '_steps', staticmethod(lambda alphas, steps: perturb(alphas, steps * scale)))
     search(ZODartsPP(arc_update_interval=4, size_search_start_epoch=1, mu=0.05, temperature_interval=1), epochs=2)
     assert len(gaps) >= 4
     assert (max(gaps) == 0) if scale == 0 else (min(gaps) > 0)
+
+
+@pytest.mark.parametrize('k', [1, 3])
+def test_w_prime_exists_only_for_the_last_k_steps_of_a_window(monkeypatch, k):
+    """``perturbed_steps=k``: before the window's last ``k`` weight steps there is no ``W'`` (``W' == W``); it
+    opens at step ``T - k`` and follows ``W`` for ``k`` steps, then the architecture step closes it."""
+    events = []
+    open_window, perturbed_step = ZOArchitect.open_window, ZOArchitect.perturbed_step
+
+    def spy_open(self, alphas, directions, mu, optimizer):
+        events.append('open')
+        open_window(self, alphas, directions, mu, optimizer)
+        assert all(torch.equal(c.weights[n], w.detach()) for c in self.copies for n, w in self.weights.items())
+
+    monkeypatch.setattr(ZOArchitect, 'open_window', spy_open)
+    monkeypatch.setattr(ZOArchitect, 'perturbed_step', lambda self, batch: events.append('w') or perturbed_step(self, batch))
+    step = ZODartsPPModule._architecture_step
+    monkeypatch.setattr(ZODartsPPModule, '_architecture_step', lambda self, val, i: events.append(f'arch@{i % 4}') or step(self, val, i))
+    search(ZODartsPP(arc_update_interval=4, perturbed_steps=k, size_search_start_epoch=0, mu=0.05), epochs=1)
+    windows = ' '.join(events).split('open')[1:]
+    assert windows and all(w.split() == ['w'] * k + ['arch@3'] for w in windows), events
+
+
+def test_mu_can_be_relative_to_the_operation_tables_only(monkeypatch):
+    seen = []
+    directions = ZODartsPPModule._directions
+
+    def spy(self, labels, step):
+        out = directions(self, labels, step)
+        ops = torch.cat([self._alphas[lab].detach() for lab in labels if lab in self._op_labels])
+        seen.append((out[1], 0.05 * float(ops.norm()), len(labels) > len([lab for lab in labels if lab in self._op_labels])))
+        return out
+
+    monkeypatch.setattr(ZODartsPPModule, '_directions', spy)
+    search(ZODartsPP(arc_update_interval=2, size_search_start_epoch=0, mu=0.05, mu_reference='operations'), epochs=1)
+    assert seen and all(mu == pytest.approx(expected) and sizes_perturbed for mu, expected, sizes_perturbed in seen)
