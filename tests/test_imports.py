@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # The strategy core: what a NasExperiment user imports. It must not reach the MedMNIST pipeline, the CLI or the
 # project's spaces.
-CORE = {'strategy', 'module', 'zo_estimator', 'sparsemax', 'budget', 'supermodules', 'distributed', 'cost_model',
+CORE = {'strategy', 'module', 'architect', 'zo_estimator', 'sparsemax', 'budget', 'supermodules', 'distributed', 'cost_model',
         'trace', 'flops', 'latency', 'nni_workarounds', '__init__'}
 
 
