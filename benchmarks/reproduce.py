@@ -33,7 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / 'docs' / 'results'
 COLUMNS = ['dataset', 'method', 'budget', 'seed', 'test_acc', 'test_auc', 'test_acc_max', 'params', 'search_seconds',
            'retrain_seconds', 'retrain_epochs', 'device', 'date']
-JOBS = ['zodartspp', 'darts', 'resnet18', 'zodartspp-small', 'random-small', 'zodartspp-medium', 'random']
+JOBS = ['zodartspp', 'darts', 'resnet18', 'zodartspp-small', 'random-small', 'zodartspp-medium', 'random',
+        'zodartspp_k1', 'zodartspp_branches']
+# The paper's relaxations as switches (unconstrained searches): W' for the last step of each window only, and the
+# paper's separate 7x7/5x5/3x3 branches with their own BNs.
+SWITCHES = {'zodartspp_k1': ['--perturbed-steps', '1'], 'zodartspp_branches': ['--kernel-mode', 'branches']}
 PAPER_BUDGETS = {   # spec §6: (lower, upper) parameters of "small" (size 1) and "medium" (size 2)
     'breastmnist': {'small': (0, 221_695), 'medium': (341_768, 506_492)},
     'pneumoniamnist': {'small': (0, 331_864), 'medium': (424_434, 617_720)},
@@ -46,7 +50,7 @@ DERIVED_BUDGETS = {'retinamnist': {'small': (0, 198_808), 'medium': (331_794, 44
 PAPER_BEST = {'breastmnist': 0.885, 'pneumoniamnist': 0.946, 'retinamnist': 0.524}
 TARGET_SOURCE = {'retinamnist': "MedMNIST v2's ResNet-18 (28)"}
 REPRODUCTION_RUNS = (('breastmnist', 'retinamnist', 'pneumoniamnist'), (1, 2, 3),    # data sets x seeds x jobs
-                     [job for job in JOBS if job != 'random-small'])
+                     [job for job in JOBS if job != 'random-small' and job not in SWITCHES])
 RETRAIN_EPOCHS = {'pneumoniamnist': 100}     # the CPU protocol's 100; the papers' 300 elsewhere
 
 
@@ -87,8 +91,8 @@ def run_job(job: str, seed: int, args) -> dict:
         (out / 'search' / 'search_config.json').write_text(json.dumps(config))
         command, resume = retrain_only, (out / 'retrain').exists()
     else:
-        command = ['run', '--output', str(out), '--retrain-epochs', str(args.retrain_epochs), '--method', method,
-                   *common, *precision]
+        command = ['run', '--output', str(out), '--retrain-epochs', str(args.retrain_epochs),
+                   '--method', 'zodartspp' if method in SWITCHES else method, *SWITCHES.get(method, []), *common, *precision]
         if args.search_epochs:
             command += ['--epochs', str(args.search_epochs)]
         if budget:

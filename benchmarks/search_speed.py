@@ -7,8 +7,9 @@
 repeated to 3 channels, and its 10-way head is trained on the data set's labels).
 
 Methods: ``supernet`` (weights only, alpha fixed and uniform: the lower bound), NNI ``darts`` (first order),
-NNI ``gumbel_darts``, ``zodartspp`` (implicit, the paper's estimator), ``zodartspp_direct`` and
-``zodartspp_softmax``. Each runs in its own process (so peak RSS is its own) with the same thread count.
+NNI ``gumbel_darts``, ``zodartspp`` (implicit, the paper's estimator), ``zodartspp_direct``,
+``zodartspp_softmax``, ``zodartspp_k1`` (``perturbed_steps=1``) and ``zodartspp_branches`` (the paper's separate
+kernel branches, ``size_variable`` only). Each runs in its own process (so peak RSS is its own) with the same thread count.
 Rows are appended to ``docs/results/performance.csv``; details (per-epoch seconds, before/after the size phase,
 exported architecture) to ``docs/results/performance_<run_id>.json``.
 """
@@ -27,7 +28,9 @@ from benchmarks.harness import ROOT, in_subprocess, timed_search
 RESULTS = ROOT / 'docs' / 'results'
 COLUMNS = ['run_id', 'date', 'device', 'dataset', 'space', 'method', 'epochs', 'search_seconds', 'epoch_seconds',
            'peak_mem_mb', 'val_acc']
-METHODS = ['supernet', 'darts', 'gumbel_darts', 'zodartspp', 'zodartspp_direct', 'zodartspp_softmax']
+METHODS = ['supernet', 'darts', 'gumbel_darts', 'zodartspp', 'zodartspp_direct', 'zodartspp_softmax', 'zodartspp_k1',
+           'zodartspp_branches']
+SPACE_KWARGS = {'zodartspp_branches': {'kernel_mode': 'branches'}}   # size_variable only
 
 
 def make_strategy(method: str, args):
@@ -43,6 +46,8 @@ def make_strategy(method: str, args):
         'zodartspp': lambda: ZODartsPP(**schedule),
         'zodartspp_direct': lambda: ZODartsPP(zo_mode='direct', **schedule),
         'zodartspp_softmax': lambda: ZODartsPP(normalization='softmax', **schedule),
+        'zodartspp_k1': lambda: ZODartsPP(perturbed_steps=1, **schedule),           # W' for the last step of a window
+        'zodartspp_branches': lambda: ZODartsPP(**schedule),                        # the paper's kernel branches
     }[method]()
 
 
@@ -65,7 +70,8 @@ def worker(args) -> dict:
         data = _as_rgb_with_ten_classes(data)
         make_space = lambda: DARTS(width=tuple(args.hub_width), num_cells=tuple(args.hub_cells), dataset='cifar')
     else:
-        make_space = lambda: create_space(args.space, in_channels=data.n_channels, num_classes=data.n_classes)
+        make_space = lambda: create_space(args.space, in_channels=data.n_channels, num_classes=data.n_classes,
+                                          **SPACE_KWARGS.get(args.worker, {}))
     strategy = make_strategy(args.worker, args)
     arch, seconds, _, (ax, ay) = timed_search(make_space(), strategy, data, batch, args.seed,
                                               max_samples=args.max_samples, max_epochs=args.epochs,

@@ -116,6 +116,10 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--zo-mode', choices=['implicit', 'direct'], default=None, help='ZO estimator (implicit)')
     p.add_argument('--normalization', choices=['sparsemax', 'softmax'], default=None, help='(sparsemax)')
     p.add_argument('--mu', type=float, default=None, help='ZO step, relative to ||alpha|| of the perturbed tables (0.005)')
+    p.add_argument('--perturbed-steps', type=positive(int), default=None, metavar='K',
+                   help="W' trains for the last K weight steps of each ZO window (default: all of them, the paper's)")
+    p.add_argument('--kernel-mode', choices=['shared', 'branches'], default='shared',
+                   help="size_variable's kernel sizes: one shared 7x7 weight, or the paper's separate branches")
     p.add_argument('--temperature-interval', type=positive(int), default=None, metavar='N',
                    help='epochs between two temperature decays, tau = 1.5 * 0.75 ** floor(epoch / N) '
                         f'(default: from --preset: {_per_preset("search", "temperature_interval")}; --epochs keeps it)')
@@ -171,7 +175,7 @@ def _search_kwargs(args) -> dict:
     given = {k: v for k, v in dict(param_budget=args.param_budget, flops_budget=args.flops_budget,
                                    latency_budget=args.latency_budget,
                                    latency_table=str(args.latency_table) if args.latency_table else None,
-                                   zo_mode=args.zo_mode,
+                                   zo_mode=args.zo_mode, perturbed_steps=args.perturbed_steps,
                                    normalization=args.normalization, mu=args.mu,
                                    temperature_interval=args.temperature_interval).items() if v is not None}
     zo = {**{k: preset.pop(k) for k in ZO_SCHEDULE}, **given}       # flags over the preset; unset: ZODartsPP's defaults
@@ -184,7 +188,7 @@ def _search_kwargs(args) -> dict:
                 image_size=args.image_size or 28,
                 space=args.space, width_search=args.width_search, batch_size=args.batch_size, seed=args.seed,
                 max_samples=args.max_samples, accelerator=args.accelerator, devices=args.devices, derive=args.derive,
-                method=args.method, **preset, strategy=zo)
+                method=args.method, kernel_mode=args.kernel_mode, **preset, strategy=zo)
 
 
 def _search(output, args, on_epoch=None):

@@ -144,6 +144,7 @@ class SearchSettings:
     image_size: int = 28
     space: str = 'size_variable'
     width_search: bool = False
+    kernel_mode: str = 'shared'              # size_variable's kernel sizes: 'shared' 7x7 weight or 'branches'
     epochs: int = 10
     schedule_epochs: int | None = None       # the weights' cosine schedule (default: epochs)
     batch_size: int | None = None            # per process (default: the paper's per data set, divided by devices)
@@ -165,6 +166,8 @@ class SearchSettings:
             raise UsageError(f'the weight learning rate must be > 0, got {self.learning_rate}')
         if self.devices > 1 and self.method != 'zodartspp':
             raise UsageError("devices > 1 needs method zodartspp (NNI's DARTS module does not average across ranks)")
+        if self.kernel_mode != 'shared' and self.space != 'size_variable':
+            raise UsageError(f'kernel_mode {self.kernel_mode!r} needs the size_variable space')
         if self.derive not in ('argmax', 'sample'):
             raise UsageError(f"derive must be 'argmax' or 'sample', got {self.derive!r}")
 
@@ -212,6 +215,8 @@ def search(output: str | Path, settings: SearchSettings, *, quiet: bool = False,
     space_kwargs = {'in_channels': data.n_channels, 'num_classes': data.n_classes}
     if st.width_search:
         space_kwargs['width_multipliers'] = (0.5, 0.75, 1.0)
+    if st.kernel_mode != 'shared':
+        space_kwargs['kernel_mode'] = st.kernel_mode
     model_space = create_space(space, **space_kwargs)
 
     recorder = SearchRecorder(output, make_loader(ax, ay, 256, train=False, device=device), resume=resume,

@@ -166,17 +166,18 @@ class ZODartsPP(DARTS):
                 alpha = self._arch_parameters[label]
                 with torch.no_grad():
                     alpha.zero_()[max(range(len(values)), key=values.__getitem__)] = HOLD_LOGIT
-        self.costs = {}
-        try:
-            self.costs['params'] = ParamPolynomial(model, labels)
-        except NotImplementedError as err:
-            _check(not self.config.budgets(), f'budgets cannot be used with this space: {err}')
-            warnings.warn(f'expected parameter count unavailable: {err}', RuntimeWarning)
-        else:
-            self._check_cost('params', frozen_counter(model))
         self._model = model
-        if self.input_shape is not None:
-            self._shape_costs(self.input_shape)
+        with torch.random.fork_rng(devices=[]):    # frozen models built to check the costs draw no search randomness
+            self.costs = {}
+            try:
+                self.costs['params'] = ParamPolynomial(model, labels)
+            except NotImplementedError as err:
+                _check(not self.config.budgets(), f'budgets cannot be used with this space: {err}')
+                warnings.warn(f'expected parameter count unavailable: {err}', RuntimeWarning)
+            else:
+                self._check_cost('params', frozen_counter(model))
+            if self.input_shape is not None:
+                self._shape_costs(self.input_shape)
         return model
 
     def mutate_evaluator(self, evaluator):
@@ -185,7 +186,8 @@ class ZODartsPP(DARTS):
             shape = _first_input_shape(evaluator)
             _check(shape is not None, 'flops_budget and latency_budget need the input shape: give '
                                       'ZODartsPP(input_shape=(C, H, W))')
-            self._shape_costs(shape)
+            with torch.random.fork_rng(devices=[]):
+                self._shape_costs(shape)
         return super().mutate_evaluator(evaluator)
 
     def _shape_costs(self, input_shape) -> None:

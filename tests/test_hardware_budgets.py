@@ -214,3 +214,11 @@ def exit_code(argv) -> int:
         return main(argv)
     except SystemExit as exit:                          # argparse's errors
         return exit.code
+
+
+def test_building_the_cost_models_draws_no_search_randomness():
+    """Measuring latency builds real layers and frozen models; the search's random stream must not move."""
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    strategy = shaped(SPACES['tiny'], latency_budget=1e6)
+    assert 'latency' in strategy.costs and torch.equal(torch.random.get_rng_state(), before)
