@@ -12,8 +12,8 @@ from .errors import UsageError
 
 # Spec §4-§9 (paper) and a scaled-down schedule that finishes in minutes on 2 CPU cores (demo).
 PRESETS = {
-    'demo': {'search': dict(epochs=10, size_search_start_epoch=5, temperature_interval=1, arc_update_interval=5),
-             'retrain': dict(epochs=20, warmup_epochs=2)},
+    'demo': {'search': dict(epochs=8, size_search_start_epoch=4, temperature_interval=1, arc_update_interval=5),
+             'retrain': dict(epochs=15, warmup_epochs=2)},
     'paper': {'search': dict(epochs=40, schedule_epochs=50, size_search_start_epoch=20, temperature_interval=5,
                              arc_update_interval=10),
               'retrain': dict(epochs=300, warmup_epochs=10)},
@@ -209,9 +209,12 @@ def _retrain_kwargs(args) -> dict:
                 resume=args.resume, precision=args.precision, train_on=getattr(args, 'train_on', 'train'), **preset)
 
 
-def _quiet() -> None:
-    for name in ('nni', 'pytorch_lightning', 'lightning', 'lightning.pytorch', 'lightning_fabric'):
-        logging.getLogger(name).setLevel(logging.ERROR)
+def _quiet(everything: bool) -> None:
+    """The CLI prints its own progress and summary: NNI's log lines only on errors, Lightning's from warnings on
+    (its hardware lines and tips are info), both only on errors with ``--quiet``."""
+    logging.getLogger('nni').setLevel(logging.ERROR)
+    for name in ('pytorch_lightning', 'lightning', 'lightning.pytorch', 'lightning_fabric'):
+        logging.getLogger(name).setLevel(logging.ERROR if everything else logging.WARNING)
 
 
 def run_command(args, on_epoch=None) -> int:
@@ -228,8 +231,7 @@ def _run_command(args, on_epoch=None) -> int:
     stderr and exit code 2; a non-finite loss is one line and exit code 3; any other exception is a bug and keeps
     its traceback, as every one does with ``NNI_ZODARTS_DEBUG=1``."""
     trial = on_epoch is not None
-    if getattr(args, 'quiet', False):
-        _quiet()
+    _quiet(getattr(args, 'quiet', False))
     from .data import DataError
     from .files import OutputError
     from .retrain import ArchitectureError, retrain

@@ -46,6 +46,7 @@ def quiet_nni():
         warnings.filterwarnings('ignore', message=r'.*training_service.* will be ignored')
         warnings.filterwarnings('ignore', message=r'.*please try to wrap PyTorch DataLoader with nni.trace')
         warnings.filterwarnings('ignore', message=r'.*does not have many workers')
+        warnings.filterwarnings('ignore', message=r'.*`weights_only` was not set')     # Lightning's own checkpoints
         # Only with --resume or --overwrite (prepare_output refuses a used folder otherwise) the checkpoint folder
         # holds checkpoints already; on resume Lightning ends the restored epoch before any metric exists.
         warnings.filterwarnings('ignore', message=r'Checkpoint directory .* exists and is not empty')

@@ -13,7 +13,7 @@ from .nni_workarounds import quiet_nni
 from .files import prepare_output, read_json, write_json
 from .checkpointing import LATEST, MovedFolderResume, RNGStateCheckpoint, latest_checkpoint, without_nan_fill
 from .search import load_search_config, resolve_device
-from .training import RetrainModule, max_over_epochs, medmnist_metrics
+from .training import RetrainModule, max_over_epochs, medmnist_metrics, progress_callbacks
 
 __all__ = ['retrain', 'build_model', 'RETRAIN_RESULTS']
 
@@ -112,7 +112,8 @@ def retrain(arch_path: str | Path, output: str | Path, *, dataset: str | None = 
                                         filename='best', enable_version_counter=False)
     latest = latest_checkpoint(output / 'checkpoints')
     trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, precision=precision,
-                         callbacks=[RNGStateCheckpoint(), MovedFolderResume(), *([best] if 'val' in evals else []),
+                         callbacks=[*progress_callbacks(quiet), RNGStateCheckpoint(), MovedFolderResume(),
+                                    *([best] if 'val' in evals else []),
                                     latest],
                          logger=[pl.loggers.CSVLogger(output / 'logs', name='retrain'),
                                  pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')],

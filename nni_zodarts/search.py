@@ -190,7 +190,7 @@ def search(output: str | Path, settings: SearchSettings, *, quiet: bool = False,
 
     from .nni_workarounds import check_filelock
     from .plots import plot_search
-    from .training import SearchModule
+    from .training import SearchModule, progress_callbacks
 
     settings.check()
     st = settings                                            # the settings read most often, by name
@@ -226,7 +226,7 @@ def search(output: str | Path, settings: SearchSettings, *, quiet: bool = False,
                pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')]
     trainer = Trainer(max_epochs=epochs, accelerator=accelerator, devices=devices, logger=loggers,
                       strategy=ZODartsDDP() if devices > 1 else 'auto',
-                      callbacks=[recorder, RNGStateCheckpoint(), MovedFolderResume(), checkpoints,
+                      callbacks=[*progress_callbacks(quiet), recorder, RNGStateCheckpoint(), MovedFolderResume(), checkpoints,
                                  SizePhaseSnapshot(output / 'checkpoints')],
                       enable_progress_bar=not quiet, enable_model_summary=False, num_sanity_val_steps=0,
                       limit_val_batches=0, deterministic=True, log_every_n_steps=1)

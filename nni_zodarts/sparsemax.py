@@ -7,6 +7,7 @@ ZO-DARTS+ applies it to ``alpha / tau`` with ``tau = tau0 * a ** floor(epoch / m
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import nn
@@ -60,9 +61,26 @@ class TemperedSparsemax(nn.Module):
     def __init__(self, tau: float = 1.0):
         super().__init__()
         self.tau = tau
+        self._memo: dict[int, tuple] = {}
 
     def forward(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Every mixed layer of a label asks for its probabilities in every forward pass; while ``alpha`` needs no
+        gradient (the weight steps), they are computed once per value of ``alpha`` and ``tau``."""
+        if alpha.requires_grad and torch.is_grad_enabled():
+            return self.normalize(alpha)
+        ref, version, tau, out = self._memo.get(id(alpha), (None, None, None, None))
+        if ref is None or ref() is not alpha or version != alpha._version or tau != self.tau:
+            if len(self._memo) > 4096:                   # forget alphas that no longer exist
+                self._memo = {k: v for k, v in self._memo.items() if v[0]() is not None}
+            out = self.normalize(alpha)
+            self._memo[id(alpha)] = (weakref.ref(alpha), alpha._version, self.tau, out)
+        return out
+
+    def normalize(self, alpha: torch.Tensor) -> torch.Tensor:
         return sparsemax(alpha / self.tau, dim=-1)
+
+    def __getstate__(self):
+        return {**self.__dict__, '_memo': {}}            # a cache of weak references: never pickled
 
     def extra_repr(self) -> str:
         return f'tau={self.tau:.4g}'
@@ -71,5 +89,5 @@ class TemperedSparsemax(nn.Module):
 class TemperedSoftmax(TemperedSparsemax):
     """``softmax(alpha / tau)``: the ablation of ZO-DARTS (no exact zeros, so nothing is skipped)."""
 
-    def forward(self, alpha: torch.Tensor) -> torch.Tensor:
+    def normalize(self, alpha: torch.Tensor) -> torch.Tensor:
         return torch.softmax(alpha / self.tau, dim=-1)

@@ -139,3 +139,16 @@ def selection_score(val_acc: float, val_loss: float) -> float:
 def max_over_epochs(history: list[dict], key: str) -> float:
     values = [h[key] for h in history if key in h and not np.isnan(h[key])]
     return max(values) if values else float('nan')
+
+
+class PhaseProgressBar(pl.callbacks.TQDMProgressBar):
+    """Lightning's progress bar with one line per phase: the training epochs, no bar per validation loader."""
+
+    def init_validation_tqdm(self):
+        from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+        return Tqdm(disable=True)
+
+
+def progress_callbacks(quiet: bool) -> list:
+    """The progress bar of a search or retraining: none when ``quiet``."""
+    return [] if quiet else [PhaseProgressBar()]

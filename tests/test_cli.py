@@ -146,7 +146,7 @@ def test_search_on_another_medmnist_file(tmp_path, retina_like):
 
 
 @pytest.mark.parametrize('command, flags, schedule', [
-    ('search', [], dict(epochs=10, size_search_start_epoch=5, temperature_interval=1)),
+    ('search', [], dict(epochs=8, size_search_start_epoch=4, temperature_interval=1)),
     ('search', ['--epochs', '40'], dict(epochs=40, size_search_start_epoch=20, temperature_interval=1)),
     ('search', ['--epochs', '40', '--temperature-interval', '4'],
      dict(epochs=40, size_search_start_epoch=20, temperature_interval=4)),
