@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -38,15 +39,9 @@ FlopsProfiler(SizeVariableSpace(in_channels=1, num_classes=2), torch.randn(1, 1,
 
 
 def cli(*argv: str, threads: int) -> None:
-    env = {'OMP_NUM_THREADS': str(threads)}
-    command = [sys.executable, '-m', 'nni_zodarts.cli', *argv]
     print('$ nni-zodarts', ' '.join(argv), flush=True)
-    subprocess.run(command, check=True, cwd=ROOT, env={**_environ(), **env})
-
-
-def _environ() -> dict:
-    import os
-    return dict(os.environ)
+    subprocess.run([sys.executable, '-m', 'nni_zodarts.cli', *argv], check=True, cwd=ROOT,
+                   env={**os.environ, 'OMP_NUM_THREADS': str(threads)})
 
 
 def nni_profiler(seconds: int) -> str:

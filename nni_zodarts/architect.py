@@ -56,10 +56,6 @@ class ZOArchitect:
         self.loss, self.objective, self.clip, self.average = loss, objective, gradient_clip_val, average
         self.copies: list[_PerturbedCopy] = []
 
-    @property
-    def window_open(self) -> bool:
-        return bool(self.copies)
-
     def open_window(self, alphas: dict[str, torch.Tensor], directions: torch.Tensor, mu: float,
                     optimizer: torch.optim.Optimizer) -> None:
         """``W'_k = W`` with ``alpha + mu u_k`` (``alphas``: label -> current alpha) and the optimizer's state."""
@@ -69,6 +65,10 @@ class ZOArchitect:
             buffers = {n: b.clone() for n, b in self.model.named_buffers()}
             self.copies.append(_PerturbedCopy(clones, buffers, {self.alpha_names[lab]: a for lab, a in step.items()},
                                               clone_optimizer(optimizer, self.weights, clones)))
+
+    def close_window(self) -> None:
+        """Drop the perturbed copies (e.g. at the end of an epoch, whose partial window is skipped)."""
+        self.copies = []
 
     def perturbed_step(self, batch: Batch) -> None:
         """Train every ``W'_k`` on ``batch`` as the weight step trained ``W`` (gradients averaged, clipped)."""

@@ -15,7 +15,7 @@ from torch import nn
 
 from .cost_model import CostPolynomial, most_probable_within
 
-__all__ = ['Budget', 'hinge_penalty', 'parse_budget', 'select_architecture', 'warn_outside', 'COSTS']
+__all__ = ['Budget', 'budget_name', 'hinge_penalty', 'parse_budget', 'select_architecture', 'warn_outside', 'COSTS']
 
 # name -> (unit the hinge counts it in, what one unit is called, an example bound for error messages)
 COSTS = {'params': (1e6, 'parameters', '300000'), 'flops': (1e8, 'FLOPs', '20000000'),
@@ -31,11 +31,16 @@ class Budget:
     unit: float
 
 
+def budget_name(cost: str) -> str:
+    """The argument that sets ``cost``'s budget: ``param_budget``, ``flops_budget``, ``latency_budget``."""
+    return 'param_budget' if cost == 'params' else f'{cost}_budget'
+
+
 def parse_budget(budget: int | float | Sequence[float] | None, cost: str = 'params') -> tuple[float, float] | None:
     """``None`` | upper bound | ``(lower, upper)`` -> ``(lower, upper)``; raises ``ValueError`` on nonsense."""
     if budget is None:
         return None
-    name, example = f'{cost}_budget' if cost != 'params' else 'param_budget', COSTS[cost][2]
+    name, example = budget_name(cost), COSTS[cost][2]
     if isinstance(budget, (int, float)) and not isinstance(budget, bool):
         lower, upper = 0.0, float(budget)
     elif isinstance(budget, Sequence) and not isinstance(budget, str) and len(budget) == 2:

@@ -216,6 +216,7 @@ class CostPolynomial:
         self.labels = sorted({lab for term in poly for lab, _ in term})
         self.choices = {lab: list(self._mutables[lab].values) for lab in self.labels}
         self._listed = {lab for lab in self.labels if isinstance(self._mutables[lab], CategoricalMultiple)}   # cell inputs
+        self._space = _Labels([self])
         offsets, offset = {}, 0
         for lab in self.labels:
             offsets[lab] = offset
@@ -286,11 +287,11 @@ class CostPolynomial:
         return (flat[..., index].prod(-1) * self._coef.to(flat.device)).sum(-1)
 
     def _indices(self, arch: Mapping[str, object]) -> torch.Tensor:
-        return _Labels([self]).indices(arch)
+        return self._space.indices(arch)
 
     def _counts(self, indices: torch.Tensor) -> torch.Tensor:
         """Costs of architectures given as a ``[N, n_labels]`` matrix of choice indices."""
-        return _Labels([self]).costs(self, indices)
+        return self._space.costs(self, indices)
 
     def count(self, arch: Mapping[str, object]) -> float:
         """Cost of one architecture ``{label: value}`` (NNI's dict format); an int for counts."""

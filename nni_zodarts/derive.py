@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 from nni.mutable import CategoricalMultiple
 
+from .budget import parse_budget
 from .errors import UsageError
 from .files import prepare_output, read_json, write_csv, write_json
 
@@ -64,8 +65,8 @@ def derive(search_dir: str | Path, output: str | Path, *, param_budget=None, flo
     costs = strategy.costs_of(arch)
     summary = {**config, 'derived_from': str(search_dir.resolve()), 'params': costs['params'],
                'flops': costs.get('flops'), 'latency_ms': costs.get('latency'),
-               'param_budget': _window(param_budget), 'flops_budget': _window(flops_budget),
-               'latency_budget': _window(latency_budget),
+               'param_budget': parse_budget(param_budget), 'flops_budget': parse_budget(flops_budget, 'flops'),
+               'latency_budget': parse_budget(latency_budget, 'latency'),
                'supernet_val_acc': supernet_accuracy(search_dir, config, supernet, strategy, arch, data_root)}
     for stale in ('expected_params', 'val_acc', 'search_seconds', 'measured_latency_ms'):
         summary.pop(stale, None)
@@ -73,12 +74,6 @@ def derive(search_dir: str | Path, output: str | Path, *, param_budget=None, flo
     write_json(output / 'search_config.json', summary)
     record(search_dir, output, summary)
     return {**summary, 'architecture': arch}
-
-
-def _window(budget):
-    if budget is None:
-        return None
-    return [0.0, float(budget)] if isinstance(budget, (int, float)) else [float(v) for v in budget]
 
 
 @torch.no_grad()

@@ -129,6 +129,12 @@ class ZODartsPPModule(DartsLightningModule):
     def expected_params(self, alphas: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         return self.expected('params', alphas)
 
+    @torch.no_grad()
+    def expected_costs(self) -> dict[str, float]:
+        """``{'expected_params': ..., 'expected_flops': ..., ...}`` now, for every cost this space has."""
+        probs = self.probabilities()
+        return {f'expected_{cost}': float(poly.expectation(probs)) for cost, poly in self.costs.items()}
+
     def budget_active(self) -> bool:
         return bool(self.cfg.budgets()) and self.trainer.current_epoch >= self.size_start
 
@@ -160,8 +166,8 @@ class ZODartsPPModule(DartsLightningModule):
 
     def _directions(self, labels: list[str], step: int) -> tuple[torch.Tensor, float]:
         flat = torch.cat([self._alphas[lab].detach() for lab in labels])
-        reference = [lab for lab in labels if lab in self._op_labels] if self.cfg.mu_reference == 'operations' else labels
-        norm = float(torch.cat([self._alphas[lab].detach() for lab in reference or labels]).norm())
+        operations = [lab for lab in labels if lab in self._op_labels] if self.cfg.mu_reference == 'operations' else []
+        norm = float(torch.cat([self._alphas[lab].detach() for lab in operations]).norm() if operations else flat.norm())
         # 'direct' differences two float32 losses, so its step never shrinks below mu itself.
         mu = self.cfg.mu * (max(norm, 1.0) if self.cfg.zo_mode == 'direct' else norm)
         directions = unit_directions(self.cfg.num_directions, flat.numel(), generator=self._generator(step))
@@ -252,9 +258,8 @@ class ZODartsPPModule(DartsLightningModule):
         if not all(torch.isfinite(self._alphas[lab]).all() for lab in labels):
             raise FloatingPointError(f'non-finite alpha at epoch {self.trainer.current_epoch}, step {batch_idx}')
         self.log_dict({'arch_loss': float(loss), 'zo_mu': mu, 'zo_grad_norm': float(estimate.norm()), **diagnostics})
-        probs = self.probabilities()
-        for cost, poly in self.costs.items():
-            self.log(f'expected_{cost}', float(poly.expectation(probs)), prog_bar=cost == 'params')
+        for name, value in self.expected_costs().items():
+            self.log(name, value, prog_bar=name == 'expected_params')
 
     # ---------------------------------------------------------------------------------------- epoch schedule
     def on_train_start(self):
@@ -278,7 +283,7 @@ class ZODartsPPModule(DartsLightningModule):
         self.normalizer.tau = temperature_at(epoch, cfg.initial_temperature, cfg.temperature_decay, cfg.temperature_interval)
         self._window = None
         if self._architect is not None:
-            self._architect.copies = []
+            self._architect.close_window()
         if self._size_labels and epoch == self.size_start and epoch > 0:
             # Size tables start afresh when the size-variable phase opens, with a new Adam state (spec §1, §5).
             with torch.no_grad():

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .files import read_json
+
 __all__ = ['plot_search', 'plot_pareto']
 
 
@@ -81,7 +83,7 @@ def _retrained_acc(output: str) -> float | None:
     """Test ACC of a derived architecture retrained into ``output/retrain`` or ``output`` itself, if it was."""
     for path in (Path(output) / 'retrain' / 'retrain_metrics.json', Path(output) / 'retrain_metrics.json'):
         if path.exists():
-            return float(pd.read_json(path, typ='series')['test_acc'])
+            return float(read_json(path)['test_acc'])
     return None
 
 

@@ -64,7 +64,8 @@ class SearchRecorder(pl.Callback):
                **{k: sum(v) / len(v) for k, v in self._sums.items()},
                **{k: float(metrics[k]) if k in metrics else float('nan') for k in ZO_METRICS},
                'val_loss': val_loss, 'val_acc': val_acc, 'temperature': getattr(pl_module, 'temperature', float('nan')),
-               **_expected_costs(pl_module),
+               'expected_params': float('nan'),                  # NNI's DARTS has no cost model
+               **(pl_module.expected_costs() if hasattr(pl_module, 'expected_costs') else {}),
                'lr': self._lr, 'seconds': seconds,
                **({'alpha_rank_spread': pl_module.alpha_rank_spread} if trainer.world_size > 1 else {}),
                'search_seconds': seconds + (self.rows[-1]['search_seconds'] if self.rows else 0.0)}
@@ -77,15 +78,6 @@ class SearchRecorder(pl.Callback):
         write_csv(self.output / 'alpha_history.csv', pd.DataFrame(self.alpha_rows))
         if self.on_row is not None:
             self.on_row(row)
-
-
-def _expected_costs(pl_module) -> dict[str, float]:
-    """``expected_params`` (NaN for NNI's DARTS), ``expected_flops`` and ``expected_latency`` where known."""
-    costs = getattr(pl_module, 'costs', {})
-    with torch.no_grad():
-        probs = pl_module.probabilities() if costs else {}
-        row = {f'expected_{cost}': float(poly.expectation(probs)) for cost, poly in costs.items()}
-    return {'expected_params': float('nan'), **row}
 
 
 @torch.no_grad()

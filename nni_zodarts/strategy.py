@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from typing import Any, Sequence
 
 import torch
@@ -11,7 +12,7 @@ from nni.nas.oneshot.pytorch.strategy import DARTS, no_default_hook
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedRepeat
 from nni.nas.oneshot.pytorch.supermodule.operation import NATIVE_MIXED_OPERATIONS, MixedOperation
 
-from .budget import COSTS, Budget, parse_budget, select_architecture
+from .budget import COSTS, Budget, budget_name, parse_budget, select_architecture
 from .cost_model import CostPolynomial, ParamPolynomial, frozen_counter, frozen_model
 from .flops import FlopsCost, frozen_flops_counter
 from .latency import LatencyTable, latency_polynomial, space_key
@@ -218,17 +219,23 @@ class ZODartsPP(DARTS):
 
     def _check_cost(self, cost: str, truth) -> None:
         """Hold ``costs[cost]`` against the frozen models' ``truth`` and a budget against the space's smallest."""
-        poly, budget = self.costs[cost], getattr(self.config, 'param_budget' if cost == 'params' else f'{cost}_budget')
-        gap = poly.check(truth, sorted(self.size_labels))
-        name = 'param_budget' if cost == 'params' else f'{cost}_budget'
+        gap = self.costs[cost].check(truth, sorted(self.size_labels))
+        budget = next((b for b in self.config.budgets() if b.cost == cost), None)
         if gap > 0 and budget is not None:
             warnings.warn(f'this supernet differs from the frozen models of its space (its {COSTS[cost][1]} are up to '
                           f'{gap:.0%} off space.freeze\'s): the budget penalty uses the supernet\'s count, the export '
-                          f'is held to {name} by space.freeze\'s', RuntimeWarning)
-        if poly.exact and budget is not None:
+                          f'is held to {budget_name(cost)} by space.freeze\'s', RuntimeWarning)
+        if budget is not None:
+            self._refuse_below_smallest(budget)
+
+    def _refuse_below_smallest(self, budget: Budget) -> None:
+        """A window no architecture of the space reaches is a user error (where the polynomial is exact)."""
+        poly = self.costs[budget.cost]
+        if poly.exact:
             smallest = poly.smallest()
-            _check(budget[1] >= smallest, f'{name} {budget[1]:,.0f} is below the smallest architecture of this space '
-                                          f'({smallest:,} {COSTS[cost][1]}): raise it')
+            number = (lambda v: f'{v:,.0f}') if poly.integral else (lambda v: f'{v:.3g}')
+            _check(budget.upper >= smallest, f'{budget_name(budget.cost)} {number(budget.upper)} is below the smallest '
+                   f'architecture of this space ({number(smallest)} {COSTS[budget.cost][1]}): raise it')
 
     def configure_oneshot_module(self, training_module) -> ZODartsPPModule:
         return ZODartsPPModule(
@@ -266,12 +273,10 @@ class ZODartsPP(DARTS):
         for cost, window in windows.items():
             _check(window is None or cost in self.costs, f'this search has no {COSTS[cost][1]} model: '
                    + ('give latency_table= (or latency_budget=) to ZODartsPP' if cost == 'latency' else 'give input_shape='))
-        units = {'params': self.config.budget_unit, 'flops': self.config.flops_unit, 'latency': self.config.latency_unit}
-        budgets = [Budget(cost, *window, units[cost]) for cost, window in windows.items() if window is not None]
-        for b in budgets:
-            poly = self.costs[b.cost]
-            _check(not poly.exact or b.upper >= poly.smallest(), f'{b.cost} budget {b.upper:,.6g} is below the '
-                   f'smallest architecture of this space ({poly.smallest():,.6g} {COSTS[b.cost][1]}): raise it')
+        budgets = replace(self.config, param_budget=windows['params'], flops_budget=windows['flops'],
+                          latency_budget=windows['latency']).budgets()
+        for budget in budgets:
+            self._refuse_below_smallest(budget)
         probs = probs if probs is not None else self.export_probs()
         labels = self._model.simplify()
         tensors = {lab: torch.tensor([float(probs[lab][v]) for v in m.values], dtype=torch.float64)
