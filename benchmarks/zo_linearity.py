@@ -7,6 +7,7 @@ window of its next epoch.
 
     python -m benchmarks.zo_linearity --dataset breastmnist --mu 0.005 0.05 0.5
     python -m benchmarks.zo_linearity --lr 0.001 --interval 1 --mu 0.0005 0.005 0.05    # one small step
+    python -m benchmarks.zo_linearity --perturbed-steps 1 --mu 0.005 0.05 0.5     # W' trained for the last step only
     python -m benchmarks.zo_linearity --dataset retinamnist --data-root DIR --seeds 1 --start-from RUN/search
 
 Prints and appends to ``docs/results/zo_linearity.csv``: the epoch, ``mu`` (absolute), the two terms of Eq. 5 and
@@ -18,29 +19,34 @@ import argparse
 import datetime
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import torch
 
 from nni_zodarts.data import PAPER_SEARCH_BATCH
-from nni_zodarts.search import search
+from nni_zodarts.search import SearchSettings, search
 
 RESULTS = Path(__file__).resolve().parents[1] / 'docs' / 'results'
-PAPER_SCHEDULE = dict(schedule_epochs=50, size_search_start_epoch=20, temperature_interval=5)   # spec §7
+PAPER_SCHEDULE_EPOCHS = 50                                             # spec §7
+PAPER_STRATEGY = dict(size_search_start_epoch=20, temperature_interval=5)
 
 
 def one_window(args, seed: int, mu: float, out: Path) -> pd.Series:
     """The ``search_history.csv`` row of an epoch that holds exactly one ZO window."""
-    common = dict(dataset=args.dataset, data_root=args.data_root, seed=seed, quiet=True, mu=mu,
-                  arc_update_interval=args.interval,
-                  max_samples=args.interval * PAPER_SEARCH_BATCH.get(args.dataset, 64))
+    zo = dict(mu=mu, arc_update_interval=args.interval, perturbed_steps=args.perturbed_steps)
+    settings = SearchSettings(dataset=args.dataset, data_root=args.data_root, seed=seed,
+                              max_samples=args.interval * PAPER_SEARCH_BATCH.get(args.dataset, 64))
     if args.start_from:
         shutil.copytree(args.start_from, out, ignore=shutil.ignore_patterns('logs', 'nni', 'plots'))
         done = len(pd.read_csv(out / 'search_history.csv'))
-        search(out, epochs=done + 1, resume=True, **PAPER_SCHEDULE, **common)
+        settings = replace(settings, epochs=done + 1, schedule_epochs=PAPER_SCHEDULE_EPOCHS,
+                           strategy={**zo, **PAPER_STRATEGY})
+        search(out, settings, quiet=True, resume=True)
     else:
-        search(out, epochs=1, learning_rate=args.lr, size_search_start_epoch=0, **common)
+        settings = replace(settings, epochs=1, learning_rate=args.lr, strategy={**zo, 'size_search_start_epoch': 0})
+        search(out, settings, quiet=True)
     return pd.read_csv(out / 'search_history.csv').iloc[-1]
 
 
@@ -52,6 +58,8 @@ def main() -> None:
     parser.add_argument('--seeds', type=int, nargs='+', default=[1])
     parser.add_argument('--lr', type=float, default=0.1, help="the weights' learning rate (the paper's: 0.1)")
     parser.add_argument('--interval', type=int, default=10, help="weight steps in the window, T (the paper's: 10)")
+    parser.add_argument('--perturbed-steps', type=int, default=None,
+                        help="weight steps W' takes, the window's last k (default: all T)")
     parser.add_argument('--start-from', type=Path, default=None,
                         help='a paper-schedule search folder with checkpoints/latest.ckpt (its --seed and data set)')
     parser.add_argument('--threads', type=int, default=None)
@@ -68,6 +76,7 @@ def main() -> None:
                 last = one_window(args, seed, mu, Path(tmp) / 'search')
             rows.append({'dataset': args.dataset, 'seed': seed, 'epoch': int(last.epoch),
                          'lr': float(last.lr) if args.start_from else args.lr, 'interval': args.interval,
+                         'perturbed_steps': args.perturbed_steps or args.interval,
                          'mu_relative': mu, 'mu': last.zo_mu, 'first_order_term': last.zo_first_order,
                          'implicit_term': last.zo_implicit, 'max_weight_gap': last.zo_weight_gap,
                          'threads': torch.get_num_threads(), 'date': datetime.date.today().isoformat()})
@@ -79,6 +88,8 @@ def main() -> None:
         old = pd.read_csv(csv)
         if 'epoch' not in old:
             old.insert(2, 'epoch', 0)               # rows written before the column: all first windows
+        if 'perturbed_steps' not in old:
+            old.insert(old.columns.get_loc('interval') + 1, 'perturbed_steps', old.interval)   # W' trained all T
         frame = pd.concat([old, frame])
     frame.to_csv(csv, index=False)
 
