@@ -7,9 +7,9 @@
 repeated to 3 channels, and its 10-way head is trained on the data set's labels).
 
 Methods: ``supernet`` (weights only, alpha fixed and uniform: the lower bound), NNI ``darts`` (first order),
-NNI ``gumbel_darts``, ``zodartspp`` (implicit, the paper's estimator), ``zodartspp_direct``,
-``zodartspp_softmax``, ``zodartspp_k1`` (``perturbed_steps=1``) and ``zodartspp_branches`` (the paper's separate
-kernel branches, ``size_variable`` only). Each runs in its own process (so peak RSS is its own) with the same thread count.
+NNI ``gumbel_darts``, ``zodartspp`` (implicit, the paper's estimator: ``W'`` for the whole window),
+``zodartspp_direct``, ``zodartspp_softmax``, ``zodartspp_k1`` (``perturbed_steps=1``, ZODartsPP's default) and
+``zodartspp_branches`` (the paper's separate kernel branches, ``size_variable`` only). Each runs in its own process (so peak RSS is its own) with the same thread count.
 Rows are appended to ``docs/results/performance.csv``; details (per-epoch seconds, before/after the size phase,
 exported architecture) to ``docs/results/performance_<run_id>.json``.
 """
@@ -39,15 +39,16 @@ def make_strategy(method: str, args):
     from nni_zodarts import ZODartsPP
     schedule = dict(size_search_start_epoch=args.size_start, temperature_interval=args.temperature_interval,
                     arc_update_interval=args.arc_update_interval)
+    paper = dict(schedule, perturbed_steps=None)                          # W' for all T steps of a window
     return {
         'supernet': lambda: DARTS(warmup_epochs=args.epochs + 1, gradient_clip_val=5.0),   # alpha never moves
         'darts': lambda: DARTS(gradient_clip_val=5.0),
         'gumbel_darts': lambda: GumbelDARTS(gradient_clip_val=5.0),
-        'zodartspp': lambda: ZODartsPP(**schedule),
+        'zodartspp': lambda: ZODartsPP(**paper),
         'zodartspp_direct': lambda: ZODartsPP(zo_mode='direct', **schedule),
-        'zodartspp_softmax': lambda: ZODartsPP(normalization='softmax', **schedule),
+        'zodartspp_softmax': lambda: ZODartsPP(normalization='softmax', **paper),
         'zodartspp_k1': lambda: ZODartsPP(perturbed_steps=1, **schedule),           # W' for the last step of a window
-        'zodartspp_branches': lambda: ZODartsPP(**schedule),                        # the paper's kernel branches
+        'zodartspp_branches': lambda: ZODartsPP(**paper),                           # the paper's kernel branches
     }[method]()
 
 
@@ -56,7 +57,6 @@ def worker(args) -> dict:
     import pytorch_lightning as pl
     import torch
 
-    import nni_zodarts  # noqa: F401  (quiet NNI)
     from nni_zodarts.data import PAPER_SEARCH_BATCH, load_medmnist, make_loader
     from nni_zodarts.search import evaluate
     from search_spaces import create_space, prune_dead_edges

@@ -185,38 +185,35 @@ def search(output: str | Path, settings: SearchSettings, *, quiet: bool = False,
     from .training import SearchModule, progress_callbacks
 
     settings.check()
-    st = settings                                            # the settings read most often, by name
-    dataset, data_root, image_size, space, epochs, seed = (st.dataset, st.data_root, st.image_size, st.space, st.epochs,
-                                                           st.seed)
-    method, devices, accelerator, derive, max_samples = st.method, st.devices, st.accelerator, st.derive, st.max_samples
-    strategy_kwargs, learning_rate = dict(st.strategy), st.learning_rate
-    strategy = _strategy(method, strategy_kwargs)            # validates its arguments before anything is written
+    st = settings
+    method, devices = st.method, st.devices
+    strategy = _strategy(method, dict(st.strategy))          # validates its arguments before anything is written
     check_filelock()
-    data = load_medmnist(dataset, data_root, image_size, download=st.download)
+    data = load_medmnist(st.dataset, st.data_root, st.image_size, download=st.download)
     if method == 'zodartspp':                                # E[FLOPs] (and latency) of one image, every epoch
-        strategy.input_shape = (data.n_channels, image_size, image_size)
+        strategy.input_shape = (data.n_channels, st.image_size, st.image_size)
     first = launched_rank() == 0
     output = prepare_output(output, SEARCH_RESULTS, overwrite=overwrite, resume=resume) if first else Path(output)
     if data.task == 'multi-label, binary-class':
-        raise DataError(f'{dataset} is multi-label, which nni-zodarts does not search yet: '
+        raise DataError(f'{st.dataset} is multi-label, which nni-zodarts does not search yet: '
                         'pick a single-label data set')
-    pl.seed_everything(seed, workers=True, verbose=False)
-    batch_size = st.batch_size or max(1, PAPER_SEARCH_BATCH.get(dataset, 64) // devices)
-    device = resolve_device(accelerator) if devices == 1 else None     # several GPUs: Lightning moves each batch
-    (wx, wy), (ax, ay) = search_split(data, seed, max_samples)
+    pl.seed_everything(st.seed, workers=True, verbose=False)
+    batch_size = st.batch_size or max(1, PAPER_SEARCH_BATCH.get(st.dataset, 64) // devices)
+    device = resolve_device(st.accelerator) if devices == 1 else None    # several GPUs: Lightning moves each batch
+    (wx, wy), (ax, ay) = search_split(data, st.seed, st.max_samples)
     space_kwargs = {'in_channels': data.n_channels, 'num_classes': data.n_classes}
     if st.width_search:
         space_kwargs['width_multipliers'] = (0.5, 0.75, 1.0)
     if st.kernel_mode != 'shared':
         space_kwargs['kernel_mode'] = st.kernel_mode
-    model_space = create_space(space, **space_kwargs)
+    model_space = create_space(st.space, **space_kwargs)
 
     recorder = SearchRecorder(output, make_loader(ax, ay, 256, train=False, device=device), resume=resume,
                               on_row=on_epoch)
     checkpoints = latest_checkpoint(output / 'checkpoints')
     loggers = [pl.loggers.CSVLogger(output / 'logs', name='search'),
                pl.loggers.TensorBoardLogger(output / 'logs', name='tensorboard')]
-    trainer = Trainer(max_epochs=epochs, accelerator=accelerator, devices=devices, logger=loggers,
+    trainer = Trainer(max_epochs=st.epochs, accelerator=st.accelerator, devices=devices, logger=loggers,
                       strategy=ZODartsDDP() if devices > 1 else 'auto',
                       callbacks=[*progress_callbacks(quiet), recorder, RNGStateCheckpoint(), MovedFolderResume(), checkpoints,
                                  SizePhaseSnapshot(output / 'checkpoints')],
@@ -224,7 +221,8 @@ def search(output: str | Path, settings: SearchSettings, *, quiet: bool = False,
                       limit_val_batches=0, deterministic=True, log_every_n_steps=1)
     without_nan_fill()
     last = output / 'checkpoints' / LATEST
-    evaluator = Lightning(SearchModule(data.n_classes, learning_rate, schedule_epochs=st.schedule_epochs or epochs), trainer,
+    module = SearchModule(data.n_classes, st.learning_rate, schedule_epochs=st.schedule_epochs or st.epochs)
+    evaluator = Lightning(module, trainer,
                           train_dataloaders=make_loader(wx, wy, batch_size, train=True, device=device),
                           val_dataloaders=make_loader(ax, ay, batch_size, train=True, device=device),
                           fit_kwargs={'ckpt_path': str(last)} if resume and last.exists() else {})
@@ -237,12 +235,12 @@ def search(output: str | Path, settings: SearchSettings, *, quiet: bool = False,
         return None
     probs = strategy.oneshot_module.export_probs()
     budgets = strategy.config.budgets() if method == 'zodartspp' else []
-    if derive == 'sample':
+    if st.derive == 'sample':
         costs = strategy.costs if method == 'zodartspp' else {}
         budgets = [b for b in budgets if b.cost in costs]
         inside = (lambda a: all(b.lower <= costs[b.cost].true_count(a) <= b.upper for b in budgets)) if budgets else None
         try:
-            arch = sample_architecture(probs, torch.Generator().manual_seed(seed), accept=inside)
+            arch = sample_architecture(probs, torch.Generator().manual_seed(st.seed), accept=inside)
         except ValueError as err:
             if inside is None:                # else keep the export: the most probable architecture inside the budget
                 raise UsageError(f"derive='sample': {err}") from err
@@ -250,7 +248,7 @@ def search(output: str | Path, settings: SearchSettings, *, quiet: bool = False,
     else:
         arch = prune_dead_edges(most_probable_alive(arch, probs))    # ZODartsPP's export already is; NNI's DARTS not
 
-    model = create_space(space, **space_kwargs).freeze(arch)
+    model = create_space(st.space, **space_kwargs).freeze(arch)
     params = sum(p.numel() for p in model.parameters())
     history = recorder.rows
     expected = history[-1]['expected_params'] if history else float('nan')
@@ -258,16 +256,17 @@ def search(output: str | Path, settings: SearchSettings, *, quiet: bool = False,
     if method == 'zodartspp' and strategy.latency_table is not None:
         strategy.latency_table.save(output / 'latency_table.json')
     summary = {
-        'dataset': dataset, 'space': space, 'space_kwargs': space_kwargs, 'image_size': image_size, 'seed': seed,
-        'epochs': epochs, 'batch_size': batch_size, 'learning_rate': learning_rate, 'devices': devices,
+        'dataset': st.dataset, 'space': st.space, 'space_kwargs': space_kwargs, 'image_size': st.image_size,
+        'seed': st.seed,
+        'epochs': st.epochs, 'batch_size': batch_size, 'learning_rate': st.learning_rate, 'devices': devices,
         'global_batch_size': batch_size * devices,
-        'derive': derive, 'params': params,
+        'derive': st.derive, 'params': params,
         'expected_params': None if math.isnan(expected) else expected,       # NaN (NNI's DARTS) is not JSON
         'method': method, 'param_budget': strategy.config.param_budget if method == 'zodartspp' else None,
         **hardware,
         'search_seconds': history[-1]['search_seconds'] if history else None,
         'val_acc': history[-1]['val_acc'] if history else None,
-        'strategy': vars(strategy.config) if method == 'zodartspp' else strategy_kwargs,
+        'strategy': vars(strategy.config) if method == 'zodartspp' else dict(st.strategy),
     }
     write_json(output / 'architecture.json', arch)
     write_json(output / 'probabilities.json',            # [[choice, p], ...]: keeps the choices' types

@@ -14,7 +14,6 @@ import nni_zodarts.latency
 from nni_zodarts import ZODartsPP
 from nni_zodarts.cli import main
 from nni_zodarts.cost_model import most_probable_within
-from nni_zodarts.flops import frozen_flops_counter
 from nni_zodarts.trace import count_flops
 from search_spaces import NB201Space, SizeVariableSpace
 from spaces import TinySpace
