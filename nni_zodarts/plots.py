@@ -41,7 +41,7 @@ def plot_probabilities(alpha: pd.DataFrame, directory: Path) -> list[Path]:
             for choice, series in frame[frame['label'] == label].groupby('choice', sort=False):
                 ax.plot(series['epoch'], series['probability'], label=str(choice))
             ax.set_title(label, fontsize=9)
-            ax.legend(fontsize=6, loc='upper left')
+            ax.legend(fontsize=6, loc='best')
         first = axes.flat[0]
         first.set_ylim(-0.02, 1.02)
         first.set_yticks([0, 0.5, 1])
