@@ -165,9 +165,11 @@ def _module_polynomial(module: nn.Module, labels: Mapping[str, Categorical], cos
 def frozen_model(space: nn.Module, device: str | torch.device | None = 'meta') -> Callable[[Mapping[str, object]], nn.Module]:
     """``arch -> space.freeze(arch)`` as a user calls it: on a fresh copy of the space built once from its own
     arguments (a mutated supernet cannot always freeze itself), on ``device`` (``'meta'``: shapes only) where the
-    space's constructor allows it, else on the CPU."""
+    space's constructor allows it, else on the CPU. Meta models are kept per architecture: NNI builds every
+    candidate of a space to freeze one (seconds for NASNet), and the cost checks freeze the same ones."""
     args, kwargs = getattr(space, 'trace_args', None), getattr(space, 'trace_kwargs', None)
     fresh = None
+    built: dict[str, nn.Module] = {}
 
     def on_device_if_possible(build):
         if device is None:
@@ -180,16 +182,23 @@ def frozen_model(space: nn.Module, device: str | torch.device | None = 'meta') -
 
     def freeze(arch: Mapping[str, object]) -> nn.Module:
         nonlocal fresh
+        key = repr(sorted(arch.items()))
+        if key in built:
+            return built[key]
         if fresh is None:
             fresh = space if args is None or kwargs is None else on_device_if_possible(lambda: type(space)(*args, **kwargs))
-        return on_device_if_possible(lambda: fresh.freeze(dict(arch)))
+        model = on_device_if_possible(lambda: fresh.freeze(dict(arch)))
+        if next((p.is_meta for p in model.parameters()), False):
+            built[key] = model
+        return model
 
     return freeze
 
 
-def frozen_counter(space: nn.Module) -> Callable[[Mapping[str, object]], int]:
-    """``arch -> sum(p.numel())`` of ``space.freeze(arch)`` (see :func:`frozen_model`)."""
-    freeze = frozen_model(space)
+def frozen_counter(space: nn.Module, freeze: Callable[[Mapping[str, object]], nn.Module] | None = None
+                   ) -> Callable[[Mapping[str, object]], int]:
+    """``arch -> sum(p.numel())`` of ``space.freeze(arch)`` (``freeze``: a :func:`frozen_model` of ``space``)."""
+    freeze = freeze or frozen_model(space)
     return lambda arch: sum(p.numel() for p in freeze(arch).parameters())
 
 

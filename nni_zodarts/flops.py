@@ -44,9 +44,12 @@ class FlopsCost:
         return self._counted[key]
 
 
-def frozen_flops_counter(space: nn.Module, input_shape: Sequence[int]) -> Callable[[Mapping[str, object]], int]:
-    """``arch -> FlopCounterMode total of space.freeze(arch)`` on one input of ``input_shape`` (the truth)."""
-    builders = [frozen_model(space), frozen_model(space, device=None)]     # meta, or CPU where meta cannot run
+def frozen_flops_counter(space: nn.Module, input_shape: Sequence[int],
+                         freeze: Callable[[Mapping[str, object]], nn.Module] | None = None
+                         ) -> Callable[[Mapping[str, object]], int]:
+    """``arch -> FlopCounterMode total of space.freeze(arch)`` on one input of ``input_shape`` (the truth);
+    ``freeze``: a meta-device :func:`frozen_model` of ``space`` to share."""
+    builders = [freeze or frozen_model(space), frozen_model(space, device=None)]   # meta, or CPU where meta cannot run
 
     @torch.no_grad()
     def count(arch: Mapping[str, object]) -> int:
