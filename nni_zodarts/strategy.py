@@ -168,6 +168,7 @@ class ZODartsPP(DARTS):
                 with torch.no_grad():
                     alpha.zero_()[max(range(len(values)), key=values.__getitem__)] = HOLD_LOGIT
         self._model = model
+        self._frozen = frozen_model(model)               # meta models, shared by the parameter and FLOPs checks
         with torch.random.fork_rng(devices=[]):    # frozen models built to check the costs draw no search randomness
             self.costs = {}
             try:
@@ -176,7 +177,7 @@ class ZODartsPP(DARTS):
                 _check(not self.config.budgets(), f'budgets cannot be used with this space: {err}')
                 warnings.warn(f'expected parameter count unavailable: {err}', RuntimeWarning)
             else:
-                self._check_cost('params', frozen_counter(model))
+                self._check_cost('params', frozen_counter(model, self._frozen))
             if self.input_shape is not None:
                 self._shape_costs(self.input_shape)
         return model
@@ -206,7 +207,7 @@ class ZODartsPP(DARTS):
                    f'flops_budget and latency_budget cannot be used with this space: {err}')
             warnings.warn(f'expected FLOPs unavailable: {err}', RuntimeWarning)
             return
-        self._check_cost('flops', frozen_flops_counter(model, self.input_shape))
+        self._check_cost('flops', frozen_flops_counter(model, self.input_shape, self._frozen))
         if measure_latency:
             key = space_key(labels, self.input_shape)
             table = self.latency_table or LatencyTable(key, self.latency_device)
