@@ -15,12 +15,13 @@ PRESETS = {
     'demo': {'search': dict(epochs=8, size_search_start_epoch=4, temperature_interval=1, arc_update_interval=5),
              'retrain': dict(epochs=15, warmup_epochs=2)},
     'paper': {'search': dict(epochs=40, schedule_epochs=50, size_search_start_epoch=20, temperature_interval=5,
-                             arc_update_interval=10),
+                             arc_update_interval=10, perturbed_steps=10),       # W' for the whole window
               'retrain': dict(epochs=300, warmup_epochs=10)},
 }
 
 
-ZO_SCHEDULE = ('size_search_start_epoch', 'temperature_interval', 'arc_update_interval')   # ZODartsPP's, not DARTS's
+ZO_SCHEDULE = ('size_search_start_epoch', 'temperature_interval', 'arc_update_interval',
+               'perturbed_steps')                                                   # ZODartsPP's, not DARTS's
 
 
 class Parser(argparse.ArgumentParser):
@@ -93,7 +94,7 @@ def _common(p: argparse.ArgumentParser, epochs_help: str) -> None:
     p.add_argument('--data-root', default=None, help='folder holding <flag>.npz (default: the embedded BreastMNIST)')
     p.add_argument('--download', action='store_true', help='fetch a missing <flag>.npz into --data-root (network)')
     p.add_argument('--image-size', type=int, default=None, choices=[28, 64, 128, 224], help='MedMNIST size (28)')
-    p.add_argument('--preset', choices=sorted(PRESETS), default='demo', help='schedule: demo (minutes) or paper')
+    p.add_argument('--preset', choices=sorted(PRESETS), default='demo', help="schedule: demo (minutes) or paper (the paper's schedule and ZO window)")
     p.add_argument('--epochs', type=positive(int), default=None, metavar='N', help=epochs_help)
     p.add_argument('--batch-size', type=positive(int), default=None, help="default: the paper's per-data-set size")
     p.add_argument('--seed', type=int, default=0)
@@ -117,7 +118,8 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument('--normalization', choices=['sparsemax', 'softmax'], default=None, help='(sparsemax)')
     p.add_argument('--mu', type=float, default=None, help='ZO step, relative to ||alpha|| of the perturbed tables (0.005)')
     p.add_argument('--perturbed-steps', type=positive(int), default=None, metavar='K',
-                   help="W' trains for the last K weight steps of each ZO window (default: all of them, the paper's)")
+                   help="W' trains for the last K weight steps of each ZO window (default: 1; --preset paper: all 10, "
+                        "the paper's)")
     p.add_argument('--kernel-mode', choices=['shared', 'branches'], default='shared',
                    help="size_variable's kernel sizes: one shared 7x7 weight, or the paper's separate branches")
     p.add_argument('--temperature-interval', type=positive(int), default=None, metavar='N',
@@ -178,7 +180,7 @@ def _search_kwargs(args) -> dict:
                                    zo_mode=args.zo_mode, perturbed_steps=args.perturbed_steps,
                                    normalization=args.normalization, mu=args.mu,
                                    temperature_interval=args.temperature_interval).items() if v is not None}
-    zo = {**{k: preset.pop(k) for k in ZO_SCHEDULE}, **given}       # flags over the preset; unset: ZODartsPP's defaults
+    zo = {**{k: preset.pop(k) for k in ZO_SCHEDULE if k in preset}, **given}       # flags over the preset; unset: ZODartsPP's defaults
     if args.method == 'darts':
         if given:
             flag = '--' + next(iter(given)).replace('_', '-')

@@ -46,7 +46,7 @@ class ZOConfig:
     latency_budget: tuple[float, float] | None = None
     flops_unit: float = 1e8
     latency_unit: float = 1.0
-    perturbed_steps: int | None = None          # W' trains for the last k weight steps of a window (None: all T)
+    perturbed_steps: int | None = 1             # W' trains for the last k weight steps of a window (None: all T)
     mu_reference: str = 'searched'              # mu relative to the norm of 'searched' or 'operations' tables
 
     def budgets(self) -> list[Budget]:

@@ -66,7 +66,9 @@ class ZODartsPP(DARTS):
         ``'direct'``: two-point ZO on the validation objective with shared weights (forward passes only).
     perturbed_steps
         ``'implicit'`` only: ``W'`` trains beside ``W`` for the last ``k`` weight steps of each window of ``T``
-        (``None``: all ``T``, the paper's).
+        (``None``: all ``T``, the paper's, as ``nni-zodarts --preset paper`` runs it). The default, 1, halves the
+        estimator's cost, keeps the retrained accuracy and makes ``(W' - W) / mu`` a derivative in the first
+        windows (docs/RESULTS.md).
     mu_reference
         The norm ``mu`` is relative to: ``'searched'`` (every table perturbed) or ``'operations'`` (the operation
         tables only, the authors' code).
@@ -85,7 +87,7 @@ class ZODartsPP(DARTS):
                  latency_budget: float | Sequence[float] | None = None, flops_unit: float = COSTS['flops'][0],
                  latency_unit: float = COSTS['latency'][0], input_shape: Sequence[int] | None = None,
                  latency_table: str | None = None, latency_device: str = 'cpu',
-                 perturbed_steps: int | None = None, mu_reference: str = 'searched',
+                 perturbed_steps: int | None = 1, mu_reference: str = 'searched',
                  gradient_clip_val: float | None = 5.0, **kwargs: Any):
         _check(mu > 0, f'mu must be > 0 (a step relative to ||alpha||, e.g. 0.005), got {mu}')
         _check(isinstance(num_directions, int) and num_directions >= 1, f'num_directions must be an int >= 1, got {num_directions}')
