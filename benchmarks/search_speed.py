@@ -9,7 +9,8 @@ repeated to 3 channels, and its 10-way head is trained on the data set's labels)
 Methods: ``supernet`` (weights only, alpha fixed and uniform: the lower bound), NNI ``darts`` (first order),
 NNI ``gumbel_darts``, ``zodartspp`` (implicit, the paper's estimator: ``W'`` for the whole window),
 ``zodartspp_direct``, ``zodartspp_softmax``, ``zodartspp_k1`` (``perturbed_steps=1``, ZODartsPP's default) and
-``zodartspp_branches`` (the paper's separate kernel branches, ``size_variable`` only). Each runs in its own process (so peak RSS is its own) with the same thread count.
+``zodartspp_branches`` (the paper's separate kernel branches, ``size_variable`` only). Each runs in its own process
+(so peak RSS is its own) with the same thread count.
 Rows are appended to ``docs/results/performance.csv``; details (per-epoch seconds, before/after the size phase,
 exported architecture) to ``docs/results/performance_<run_id>.json``.
 """

@@ -25,12 +25,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from nni_zodarts.commands import PRESETS
 from nni_zodarts.data import PAPER_SEARCH_BATCH
 from nni_zodarts.search import SearchSettings, search
 
 RESULTS = Path(__file__).resolve().parents[1] / 'docs' / 'results'
-PAPER_SCHEDULE_EPOCHS = 50                                             # spec §7
-PAPER_STRATEGY = dict(size_search_start_epoch=20, temperature_interval=5)
+PAPER = PRESETS['paper']['search']                                     # the schedule a --start-from search ran
 
 
 def one_window(args, seed: int, mu: float, out: Path) -> pd.Series:
@@ -41,8 +41,9 @@ def one_window(args, seed: int, mu: float, out: Path) -> pd.Series:
     if args.start_from:
         shutil.copytree(args.start_from, out, ignore=shutil.ignore_patterns('logs', 'nni', 'plots'))
         done = len(pd.read_csv(out / 'search_history.csv'))
-        settings = replace(settings, epochs=done + 1, schedule_epochs=PAPER_SCHEDULE_EPOCHS,
-                           strategy={**zo, **PAPER_STRATEGY})
+        schedule = {k: PAPER[k] for k in ('size_search_start_epoch', 'temperature_interval')}
+        settings = replace(settings, epochs=done + 1, schedule_epochs=PAPER['schedule_epochs'],
+                           strategy={**zo, **schedule})
         search(out, settings, quiet=True, resume=True)
     else:
         settings = replace(settings, epochs=1, learning_rate=args.lr, strategy={**zo, 'size_search_start_epoch': 0})

@@ -94,7 +94,8 @@ def _common(p: argparse.ArgumentParser, epochs_help: str) -> None:
     p.add_argument('--data-root', default=None, help='folder holding <flag>.npz (default: the embedded BreastMNIST)')
     p.add_argument('--download', action='store_true', help='fetch a missing <flag>.npz into --data-root (network)')
     p.add_argument('--image-size', type=int, default=None, choices=[28, 64, 128, 224], help='MedMNIST size (28)')
-    p.add_argument('--preset', choices=sorted(PRESETS), default='demo', help="schedule: demo (minutes) or paper (the paper's schedule and ZO window)")
+    p.add_argument('--preset', choices=sorted(PRESETS), default='demo',
+                   help="schedule: demo (minutes) or paper (the paper's schedule and ZO window)")
     p.add_argument('--epochs', type=positive(int), default=None, metavar='N', help=epochs_help)
     p.add_argument('--batch-size', type=positive(int), default=None, help="default: the paper's per-data-set size")
     p.add_argument('--seed', type=int, default=0)
@@ -180,7 +181,7 @@ def _search_kwargs(args) -> dict:
                                    zo_mode=args.zo_mode, perturbed_steps=args.perturbed_steps,
                                    normalization=args.normalization, mu=args.mu,
                                    temperature_interval=args.temperature_interval).items() if v is not None}
-    zo = {**{k: preset.pop(k) for k in ZO_SCHEDULE if k in preset}, **given}       # flags over the preset; unset: ZODartsPP's defaults
+    zo = {**{k: preset.pop(k) for k in ZO_SCHEDULE if k in preset}, **given}   # flags over the preset; unset: defaults
     if args.method == 'darts':
         if given:
             flag = '--' + next(iter(given)).replace('_', '-')

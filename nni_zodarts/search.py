@@ -257,8 +257,7 @@ def search(output: str | Path, settings: SearchSettings, *, quiet: bool = False,
         strategy.latency_table.save(output / 'latency_table.json')
     summary = {
         'dataset': st.dataset, 'space': st.space, 'space_kwargs': space_kwargs, 'image_size': st.image_size,
-        'seed': st.seed,
-        'epochs': st.epochs, 'batch_size': batch_size, 'learning_rate': st.learning_rate, 'devices': devices,
+        'seed': st.seed, 'epochs': st.epochs, 'batch_size': batch_size, 'learning_rate': st.learning_rate, 'devices': devices,
         'global_batch_size': batch_size * devices,
         'derive': st.derive, 'params': params,
         'expected_params': None if math.isnan(expected) else expected,       # NaN (NNI's DARTS) is not JSON
