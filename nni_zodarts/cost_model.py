@@ -251,8 +251,9 @@ class CostPolynomial:
         combination of ``size_labels`` as ``b + sum_c a_c used_c`` (``used_c``: the nodes read in loose-end cell
         ``c``, from frozen counts) and kept if it then agrees on every random architecture; otherwise ``exact``
         is False and ``count`` becomes :meth:`true_count`. Returns the largest relative gap left."""
-        rng = np.random.RandomState(seed)
-        archs = [{lab: m.random(random_state=rng) for lab, m in self._mutables.items()} for _ in range(num)]
+        rng = np.random.RandomState(seed)          # labels sorted: every cost of a space checks the same networks
+        archs = [{lab: self._mutables[lab].random(random_state=rng) for lab in sorted(self._mutables)}
+                 for _ in range(num)]
         truth = [count(a) for a in archs]
         if self._agrees(archs, truth):
             return 0.0

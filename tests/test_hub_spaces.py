@@ -52,16 +52,20 @@ def random_arch(space, seed):
     return {label: mutable.random(random_state=rng) for label, mutable in space.simplify().items()}
 
 
-# Each space runs both ZO modes, one with a budget and one without (a budget every random draw of the space's
-# labels fits: the frozen count of one random architecture).
-@pytest.mark.parametrize('mode, budgeted', [('implicit', True), ('direct', False)])
-@pytest.mark.parametrize('name', list(HUB))
+# Every space is searched with the implicit ZO estimate under a budget (the frozen count of one random
+# architecture). The direct estimate, without a budget, on every space but ENAS, NASNet, AmoebaNet and PNAS: they
+# are DARTS's class (NNI's NDS) with other operations, and the estimate never looks at the operations.
+NDS_LIKE_DARTS = ('ENAS', 'NASNet', 'AmoebaNet', 'PNAS')
+CASES = [(name, 'implicit', True) for name in HUB] + [(name, 'direct', False) for name in HUB if name not in NDS_LIKE_DARTS]
+
+
+@pytest.mark.parametrize('name, mode, budgeted', CASES)
 def test_hub_space_is_searched_and_exported_inside_the_budget(name, mode, budgeted):
     make = HUB[name]
-    budget = frozen_counter(make())(random_arch(make(), 1)) if budgeted else None
-    strategy = ZODartsPP(zo_mode=mode, param_budget=budget, arc_update_interval=1, size_search_start_epoch=0)
     space = make()
     labels = space.simplify()
+    budget = frozen_counter(space)(random_arch(space, 1)) if budgeted else None
+    strategy = ZODartsPP(zo_mode=mode, param_budget=budget, arc_update_interval=1, size_search_start_epoch=0)
     torch.manual_seed(0)
     experiment = NasExperiment(space, evaluator(), strategy)
     experiment.run()
