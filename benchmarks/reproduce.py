@@ -390,8 +390,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     csv = args.results / 'reproduction.csv'
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -1,10 +1,9 @@
 """The reproduction harness end to end at toy size: every method, the CSV, resume-by-skipping, derived budgets."""
 import argparse
+import contextlib
+import io
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,22 +14,21 @@ from benchmarks.finished import reported_models
 from benchmarks.reproduce import (COLUMNS, DERIVED_BUDGETS, PAPER_BUDGETS, _same_settings, budget_window,
                                   derive_budgets, missing_runs, parse_args, random_architecture, share_search_prefix,
                                   summarise, target_lines)
+from benchmarks.reproduce import main as reproduce
 from benchmarks.selection import read_runs
 from nni_zodarts.retrain import build_model
 from nni_zodarts.search import sample_architecture
 from search_spaces import create_space, dead_cells, prune_dead_edges
 from test_reliability import final_alpha
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _reproduce(tmp_path, *extra):
-    command = [sys.executable, '-m', 'benchmarks.reproduce', '--seeds', '0', '--preset', 'demo', '--search-epochs', '1',
-               '--retrain-epochs', '1', '--max-samples', '48', '--accelerator', 'cpu', '--runs', str(tmp_path / 'runs'),
-               '--results', str(tmp_path / 'results'), *extra]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done
+def _reproduce(tmp_path, *extra) -> str:
+    """The harness in this process (each run it starts is a subprocess, as always): what it printed."""
+    argv = ['--seeds', '0', '--preset', 'demo', '--search-epochs', '1', '--retrain-epochs', '1', '--max-samples', '48',
+            '--accelerator', 'cpu', '--runs', str(tmp_path / 'runs'), '--results', str(tmp_path / 'results'), *extra]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        reproduce(argv)
+    return printed.getvalue()
 
 
 def test_every_method_appends_one_row_and_a_rerun_skips_it(tmp_path):
@@ -63,13 +61,13 @@ def test_every_method_appends_one_row_and_a_rerun_skips_it(tmp_path):
         assert rows['params'].iloc[row] == sum(p.numel() for p in build_model(arch, 'size_variable', {}).parameters())
 
     again = _reproduce(tmp_path, '--jobs', 'zodartspp', 'darts', 'resnet18', 'random')
-    assert 'nni-zodarts' not in again.stdout                    # nothing re-run
+    assert 'nni-zodarts' not in again                    # nothing re-run
     assert len(pd.read_csv(csv)) == 4
 
     rows.drop(index=1).to_csv(csv, index=False)                 # a finished search is not run again, only retraining
     shutil.rmtree(tmp_path / 'runs' / 'breastmnist' / 'darts' / 'seed0' / 'retrain')
     redo = _reproduce(tmp_path, '--jobs', 'darts')
-    assert 'nni-zodarts retrain' in redo.stdout and 'nni-zodarts run' not in redo.stdout
+    assert 'nni-zodarts retrain' in redo and 'nni-zodarts run' not in redo
     redone = pd.read_csv(csv, keep_default_na=False)
     assert len(redone) == 4 and redone['method'].iloc[-1] == 'darts' and redone['params'].iloc[-1] == rows['params'][1]
 
@@ -155,7 +153,7 @@ def test_a_budgeted_search_starts_from_the_unconstrained_snapshot_and_ends_as_if
     two_epochs = ['--search-epochs', '2', '--max-samples', '160']
     shared = _reproduce(tmp_path / 'shared', *two_epochs, '--jobs', 'zodartspp', 'zodartspp-small')
     alone = _reproduce(tmp_path / 'alone', *two_epochs, '--jobs', 'zodartspp-small')
-    assert 'the search starts from' in shared.stdout and 'the search starts from' not in alone.stdout
+    assert 'the search starts from' in shared and 'the search starts from' not in alone
 
     def search(root, job):
         return root / 'runs' / 'breastmnist' / job / 'seed0' / 'search'
