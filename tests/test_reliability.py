@@ -67,10 +67,10 @@ def test_search_killed_then_resumed_ends_like_an_uninterrupted_run(reference, tm
 
 
 def test_darts_search_killed_then_resumed_ends_like_an_uninterrupted_run(tmp_path):
-    darts = ['search', '--epochs', '3', *QUICK, '--method', 'darts']         # no size phase to cross
+    darts = ['search', '--epochs', '2', *QUICK, '--method', 'darts']         # no size phase to cross
     straight, resumed = tmp_path / 'straight', tmp_path / 'resumed'
     assert run_cli([*darts, '--output', str(straight)]) == 0
-    kill_when(darts, resumed, lambda: saved_epoch(resumed / 'checkpoints' / 'latest.ckpt') >= 1)
+    kill_when(darts, resumed, lambda: saved_epoch(resumed / 'checkpoints' / 'latest.ckpt') >= 0)
     assert not (resumed / 'architecture.json').exists()
     epoch_done = saved_epoch(resumed / 'checkpoints' / 'latest.ckpt')
     before = pd.read_csv(resumed / 'search_history.csv')
