@@ -47,6 +47,9 @@ def quiet_nni():
         warnings.filterwarnings('ignore', message=r'.*please try to wrap PyTorch DataLoader with nni.trace')
         warnings.filterwarnings('ignore', message=r'.*does not have many workers')
         warnings.filterwarnings('ignore', message=r'.*`weights_only` was not set')     # Lightning's own checkpoints
+        # On several devices Lightning asks for sync_dist: the epoch metrics are equal on every rank (temperature,
+        # alpha_rank_spread) or rank 0's evaluation of the whole validation half (val_acc, val_loss)
+        warnings.filterwarnings('ignore', message=r"It is recommended to use `self.log\('.*sync_dist=True\)`")
         # Only with --resume or --overwrite (prepare_output refuses a used folder otherwise) the checkpoint folder
         # holds checkpoints already; on resume Lightning ends the restored epoch before any metric exists.
         warnings.filterwarnings('ignore', message=r'Checkpoint directory .* exists and is not empty')

@@ -24,7 +24,6 @@ def main():
     parser.add_argument('--batch-size', type=int, required=True, help='per process')
     parser.add_argument('--zo-mode', default='implicit')
     parser.add_argument('--epochs', type=int, default=1)
-    parser.add_argument('--size-start', type=int, default=0)
     parser.add_argument('--sequential', action='store_true', help='one process, data in file order (a control)')
     parser.add_argument('--out', type=Path, required=True)
     args = parser.parse_args()
@@ -43,7 +42,7 @@ def main():
                       strategy=ZODartsDDP() if args.devices > 1 else 'auto', logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False)
     evaluator = Lightning(SearchModule(2, schedule_epochs=args.epochs), trainer, train_dataloaders=loader(), val_dataloaders=loader())
-    strategy = ZODartsPP(arc_update_interval=2, size_search_start_epoch=args.size_start, temperature_interval=1,
+    strategy = ZODartsPP(arc_update_interval=2, size_search_start_epoch=0, temperature_interval=1,
                          zo_mode=args.zo_mode)
     experiment = NasExperiment(TinySpace(batch_norm=False), evaluator, strategy)
     experiment.config.experiment_working_directory = str(args.out / 'nni')

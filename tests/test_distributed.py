@@ -40,13 +40,6 @@ def test_two_processes_keep_alpha_identical_and_match_one_process(tmp_path, zo_m
                    for label, alpha in rank0['alpha'].items()) > 0.05
 
 
-def test_size_phase_restart_is_the_same_on_every_rank(tmp_path):
-    rank0, rank1 = _search(tmp_path / 'ddp', '--devices', '2', '--batch-size', '8', '--epochs', '2', '--size-start', '1')
-    assert rank0['spread'] == 0.0
-    for label, alpha in rank0['alpha'].items():
-        assert torch.equal(alpha, rank1['alpha'][label]), label
-
-
 def test_cli_search_on_two_processes_writes_one_set_of_results(tmp_path):
     out = tmp_path / 'search'
     # conftest gives every subprocess OMP_NUM_THREADS threads; each of the two ranks gets its share instead (as
@@ -54,10 +47,14 @@ def test_cli_search_on_two_processes_writes_one_set_of_results(tmp_path):
     # their threads outnumber the cores take minutes per epoch on a busy machine instead of seconds.
     threads = max(1, int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count() or 1) // 2)
     done = subprocess.run([sys.executable, '-m', 'nni_zodarts.cli', 'search', '--devices', '2', '--accelerator', 'cpu',
-                           '--epochs', '2', '--max-samples', '64', '--batch-size', '4', '--quiet', '--output', str(out)],
+                           '--epochs', '2', '--max-samples', '64', '--batch-size', '2', '--quiet', '--output', str(out)],
                           capture_output=True, text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': str(threads)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count('architecture:') == 1                  # printed by rank 0 only
     history = pd.read_csv(out / 'search_history.csv')
-    assert list(history['epoch']) == [0, 1] and (history['alpha_rank_spread'] == 0).all()
-    assert json.loads((out / 'search_config.json').read_text())['devices'] == 2
+    # alpha steps in both epochs, the second opening the size phase (its tables restart), and bit-equal alphas on
+    # both ranks after each
+    assert list(history['epoch']) == [0, 1] and history['arch_loss'].notna().all()
+    assert (history['alpha_rank_spread'] == 0).all()
+    config = json.loads((out / 'search_config.json').read_text())
+    assert config['devices'] == 2 and config['strategy']['size_search_start_epoch'] == 1
