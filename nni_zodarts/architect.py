@@ -20,7 +20,7 @@ from torch import nn
 
 from .zo_estimator import along, direct_estimate, implicit_slopes
 
-__all__ = ['ZOArchitect']
+__all__ = ['ZOArchitect', 'Window']
 
 Batch = tuple
 Objective = Callable[[Batch, dict], torch.Tensor]             # (batch, {label: alpha}) -> CE + budget hinges
@@ -33,6 +33,15 @@ class _PerturbedCopy:
     buffers: dict[str, torch.Tensor]
     alphas: dict[str, torch.Tensor]
     optimizer: torch.optim.Optimizer
+
+
+@dataclass
+class Window:
+    """An open ``'implicit'`` window: the labels it perturbs, its directions and step, and the copies ``W'_k``."""
+    labels: list[str]
+    directions: torch.Tensor
+    mu: float
+    copies: list[_PerturbedCopy]
 
 
 def clone_optimizer(optimizer: torch.optim.Optimizer, originals: dict[str, nn.Parameter],
@@ -54,25 +63,27 @@ class ZOArchitect:
                  average: Callable[[list], None] = lambda tensors: None):
         self.model, self.weights, self.alpha_names = model, weights, alpha_names
         self.loss, self.objective, self.clip, self.average = loss, objective, gradient_clip_val, average
-        self.copies: list[_PerturbedCopy] = []
+        self.window: Window | None = None
 
     def open_window(self, alphas: dict[str, torch.Tensor], directions: torch.Tensor, mu: float,
                     optimizer: torch.optim.Optimizer) -> None:
         """``W'_k = W`` with ``alpha + mu u_k`` (``alphas``: label -> current alpha) and the optimizer's state."""
-        self.copies = []
+        copies = []
         for step in self._steps(alphas, mu * directions):
             clones = {n: p.detach().clone().requires_grad_(p.requires_grad) for n, p in self.weights.items()}
             buffers = {n: b.clone() for n, b in self.model.named_buffers()}
-            self.copies.append(_PerturbedCopy(clones, buffers, {self.alpha_names[lab]: a for lab, a in step.items()},
-                                              clone_optimizer(optimizer, self.weights, clones)))
+            copies.append(_PerturbedCopy(clones, buffers, {self.alpha_names[lab]: a for lab, a in step.items()},
+                                         clone_optimizer(optimizer, self.weights, clones)))
+        self.window = Window(list(alphas), directions, mu, copies)
 
     def close_window(self) -> None:
-        """Drop the perturbed copies (e.g. at the end of an epoch, whose partial window is skipped)."""
-        self.copies = []
+        """Drop the window and its copies (e.g. at the end of an epoch, whose partial window is skipped)."""
+        self.window = None
 
     def perturbed_step(self, batch: Batch) -> None:
-        """Train every ``W'_k`` on ``batch`` as the weight step trained ``W`` (gradients averaged, clipped)."""
-        for copy in self.copies:
+        """Train every ``W'_k`` of the open window on ``batch`` as the weight step trained ``W`` (gradients
+        averaged, clipped); nothing while no window is open."""
+        for copy in self.window.copies if self.window else []:
             with torch.enable_grad():
                 loss = self.loss(batch, {**copy.weights, **copy.buffers, **copy.alphas})
             trainable = [t for t in copy.weights.values() if t.requires_grad]
@@ -83,10 +94,12 @@ class ZOArchitect:
                 nn.utils.clip_grad_norm_(trainable, self.clip)
             copy.optimizer.step()
 
-    def implicit(self, val_batch: Batch, alphas: dict[str, torch.Tensor], directions: torch.Tensor,
-                 mu: float) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-        """Eq. 5 at the close of the window: ``(estimate, objective, diagnostics)``; the copies are dropped."""
-        copies, self.copies = self.copies, []
+    def implicit(self, val_batch: Batch,
+                 alphas: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+        """Eq. 5 at the close of the window (``alphas``: its labels' current alphas): ``(estimate, objective,
+        diagnostics)``; the window is closed."""
+        window, self.window = self.window, None
+        copies, directions, mu = window.copies, window.directions, window.mu
         weights = {n: w for n, w in self.weights.items() if w.requires_grad}        # frozen weights never move
         at = {lab: a.detach().requires_grad_() for lab, a in alphas.items()}
         with torch.enable_grad():

@@ -56,14 +56,6 @@ class ZOConfig:
         return [Budget(cost, *window, unit) for cost, (window, unit) in windows.items() if window is not None]
 
 
-@dataclass
-class Window:
-    """An open ``'implicit'`` window: the labels it perturbs, its directions and step."""
-    labels: list[str]
-    directions: torch.Tensor
-    mu: float
-
-
 class ZODartsPPModule(DartsLightningModule):
     """Search module of :class:`~nni_zodarts.ZODartsPP`. ``training_module`` must have a ``criterion``
     (NNI's ``Classification``/``Regression`` modules do) and take ``(x, y)`` batches."""
@@ -87,7 +79,6 @@ class ZODartsPPModule(DartsLightningModule):
         self.costs = dict(costs)                 # 'params', and 'flops' / 'latency' where the input shape is known
         self.polynomial = self.costs.get('params')
         self._architect: ZOArchitect | None = None
-        self._window: Window | None = None       # the open implicit window
         self._seed = torch.initial_seed()       # ZO directions are a function of (seed, epoch, step): see _generator
         self.alpha_rank_spread = float('nan')   # max |alpha_rank - alpha_0| at the end of the last epoch (DDP check)
         self._name_cache: tuple[dict[str, str], dict[str, nn.Parameter]] | None = None
@@ -207,7 +198,6 @@ class ZODartsPPModule(DartsLightningModule):
         if searching and self.cfg.zo_mode == 'implicit' and batch_idx == window_start + T - self.perturbed_steps:
             labels = self.active_labels()
             directions, mu = self._directions(labels, batch_idx)
-            self._window = Window(labels, directions, mu)
             self.architect.open_window({lab: self._alphas[lab] for lab in labels}, directions, mu, self._weight_optimizer())
 
         loss = self.training_module.training_step(batch['train'], batch_idx)       # DARTS phase 2: weight step
@@ -217,8 +207,8 @@ class ZODartsPPModule(DartsLightningModule):
         if finite < 1:
             raise FloatingPointError(f'non-finite training loss at epoch {self.trainer.current_epoch}, step {batch_idx}')
         self.advance_optimization(weight_loss, batch_idx, self.gradient_clip_val)
-        if self._window is not None:
-            self.architect.perturbed_step(batch['train'])                         # W' follows W on the same batch
+        if self.cfg.zo_mode == 'implicit':
+            self.architect.perturbed_step(batch['train'])          # W' follows W on the same batch, in a window
         if searching and batch_idx == window_start + T - 1:
             self._architecture_step(batch['val'], batch_idx)
         self.advance_lr_schedulers(batch_idx)
@@ -237,10 +227,9 @@ class ZODartsPPModule(DartsLightningModule):
     def _architecture_step(self, val_batch, batch_idx: int) -> None:
         """One ZO estimate (the architect's), averaged over ranks, checked, applied by Adam and logged."""
         if self.cfg.zo_mode == 'implicit':
-            window, self._window = self._window, None
-            labels, directions, mu = window.labels, window.directions, window.mu
-            estimate, loss, diagnostics = self.architect.implicit(
-                val_batch, {lab: self._alphas[lab] for lab in labels}, directions, mu)
+            window = self.architect.window
+            labels, mu = window.labels, window.mu
+            estimate, loss, diagnostics = self.architect.implicit(val_batch, {lab: self._alphas[lab] for lab in labels})
         else:
             labels = self.active_labels()
             directions, mu = self._directions(labels, batch_idx)
@@ -281,7 +270,6 @@ class ZODartsPPModule(DartsLightningModule):
         epoch = self.trainer.current_epoch
         cfg = self.cfg
         self.normalizer.tau = temperature_at(epoch, cfg.initial_temperature, cfg.temperature_decay, cfg.temperature_interval)
-        self._window = None
         if self._architect is not None:
             self._architect.close_window()
         if self._size_labels and epoch == self.size_start and epoch > 0:

@@ -90,9 +90,9 @@ def test_the_step_writes_eq5_along_the_perturbation_each_copy_was_trained_with(m
     step = ZODartsPPModule._architecture_step
 
     def spy(self, val_batch, batch_idx):
-        window = self._window
+        window = self.architect.window
         names, weights = self._names()
-        copy = self.architect.copies[0]
+        copy = window.copies[0]
         alphas = {lab: self._alphas[lab].detach().clone().requires_grad_() for lab in window.labels}
         buffers = {n: b.clone() for n, b in self.model.named_buffers()}
         params = {n: w.detach().clone().requires_grad_() for n, w in weights.items()}
@@ -282,7 +282,7 @@ def test_perturbed_weights_differ_from_w_only_through_alpha(monkeypatch, scale):
     def recording_step(self, val_batch, batch_idx):
         weights = self._names()[1]
         gaps.extend(max(float((c.weights[n] - p).detach().abs().max()) for n, p in weights.items())
-                    for c in self.architect.copies)
+                    for c in self.architect.window.copies)
         return step(self, val_batch, batch_idx)
 
     monkeypatch.setattr(ZODartsPPModule, '_architecture_step', recording_step)
@@ -302,10 +302,11 @@ def test_w_prime_exists_only_for_the_last_k_steps_of_a_window(monkeypatch, k):
     def spy_open(self, alphas, directions, mu, optimizer):
         events.append('open')
         open_window(self, alphas, directions, mu, optimizer)
-        assert all(torch.equal(c.weights[n], w.detach()) for c in self.copies for n, w in self.weights.items())
+        assert all(torch.equal(c.weights[n], w.detach()) for c in self.window.copies for n, w in self.weights.items())
 
     monkeypatch.setattr(ZOArchitect, 'open_window', spy_open)
-    monkeypatch.setattr(ZOArchitect, 'perturbed_step', lambda self, batch: events.append('w') or perturbed_step(self, batch))
+    monkeypatch.setattr(ZOArchitect, 'perturbed_step',          # a step that trains copies: inside a window
+                        lambda self, batch: (self.window and events.append('w')) or perturbed_step(self, batch))
     step = ZODartsPPModule._architecture_step
     monkeypatch.setattr(ZODartsPPModule, '_architecture_step', lambda self, val, i: events.append(f'arch@{i % 4}') or step(self, val, i))
     search(ZODartsPP(arc_update_interval=4, perturbed_steps=k, size_search_start_epoch=0, mu=0.05), epochs=1)
