@@ -15,7 +15,7 @@ from cli_run import run_cli
 from nni_zodarts.training import RetrainModule, SearchModule
 
 QUICK = ['--max-samples', '48', '--batch-size', '8', '--quiet']
-SEARCH = ['search', '--epochs', '4', *QUICK]
+SEARCH = ['search', '--epochs', '3', *QUICK]          # the size phase opens at epoch 2, after the kill below
 
 
 def final_alpha(directory: Path) -> pd.DataFrame:
@@ -61,7 +61,7 @@ def test_search_killed_then_resumed_ends_like_an_uninterrupted_run(reference, tm
     assert (resumed[['label', 'choice']] == straight[['label', 'choice']]).all().all()
     assert resumed['probability'].sub(straight['probability']).abs().max() < 1e-5
     after = pd.read_csv(history)
-    assert list(after['epoch']) == [0, 1, 2, 3]
+    assert list(after['epoch']) == [0, 1, 2]
     kept = after[after['epoch'] <= epoch_done]['seconds'].tolist()     # epochs before the checkpoint were not redone
     assert kept == before[before['epoch'] <= epoch_done]['seconds'].tolist()
 

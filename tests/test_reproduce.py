@@ -75,14 +75,14 @@ def test_every_method_appends_one_row_and_a_rerun_skips_it(tmp_path):
     assert (tmp_path / 'reproduction_breastmnist.png').read_bytes()[:4] == b'\x89PNG'
 
     args = argparse.Namespace(runs=tmp_path / 'runs', dataset='breastmnist', seeds=[0])
-    budgets = derive_budgets(args, samples_per_run=50)
+    budgets = derive_budgets(args, samples_per_run=20)
     search = tmp_path / 'runs' / 'breastmnist' / 'zodartspp' / 'seed0' / 'search'     # spec §6, counted on frozen nets
     probs = {label: dict(map(tuple, pairs))
              for label, pairs in json.loads((search / 'probabilities.json').read_text()).items()}
     space_kwargs = json.loads((search / 'search_config.json').read_text())['space_kwargs']
     g = torch.Generator().manual_seed(0)
     counts = torch.tensor([float(sum(p.numel() for p in create_space('size_variable', **space_kwargs).freeze(
-        sample_architecture(probs, g)).parameters())) for _ in range(50)], dtype=torch.float64)
+        sample_architecture(probs, g)).parameters())) for _ in range(20)], dtype=torch.float64)
     q = counts.quantile(torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64)).tolist()
     assert budgets == {'small': (0, round(q[0])), 'medium': (round(q[1]), round(q[2]))} and q[0] < q[2]
 
