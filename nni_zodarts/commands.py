@@ -231,10 +231,12 @@ def _run_command(args, on_epoch=None) -> int:
     ``run`` retrains only when asked and reports its final result to NNI.
 
     Bad input (:class:`~nni_zodarts.errors.UsageError` and the data, output and architecture errors) is one line on
-    stderr and exit code 2; a non-finite loss is one line and exit code 3; any other exception is a bug and keeps
-    its traceback, as every one does with ``NNI_ZODARTS_DEBUG=1``."""
+    stderr and exit code 2; a non-finite loss is one line and exit code 3; SIGTERM is one line and exit code 143
+    (Lightning stops training as a ``SystemExit`` without a code, which would exit 0); any other exception is a bug
+    and keeps its traceback, as every one does with ``NNI_ZODARTS_DEBUG=1``."""
     trial = on_epoch is not None
     _quiet(getattr(args, 'quiet', False))
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
     from .data import DataError
     from .files import OutputError
     from .retrain import ArchitectureError, retrain
@@ -281,6 +283,9 @@ def _run_command(args, on_epoch=None) -> int:
         return _fail(args, err, 2)
     except FloatingPointError as err:                       # the last good checkpoint stays in --output
         return _fail(args, err, 3, f'{err}; the last good checkpoint is in {args.output} (--resume continues from it)')
+    except SIGTERMException as err:
+        return _fail(args, err, 143, f'stopped by SIGTERM; the last good checkpoint is in {args.output} '
+                                     '(--resume continues from it)')
     return 0
 
 
