@@ -39,6 +39,11 @@ def quiet_nni():
     def drop(record) -> bool:                     # NNI logs this once per config validation, a dozen times a run
         return 'will be ignored for sequential' not in record.getMessage()
 
+    def drop_failed(record) -> bool:              # NNI logs a failed run twice before re-raising it; the package
+        message = record.getMessage()             # reports it itself (one line, or a bug's traceback)
+        return not (message.endswith('fails to be executed.') or message == 'Strategy failed to execute.')
+
+    failures = [logging.getLogger('nni.nas.execution.sequential'), logging.getLogger('nni.nas.strategy.base')]
     logger = logging.getLogger('nni.nas.experiment.config.experiment')
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message=IMPORT_NOISE, category=RuntimeWarning)
@@ -55,10 +60,14 @@ def quiet_nni():
         warnings.filterwarnings('ignore', message=r'Checkpoint directory .* exists and is not empty')
         warnings.filterwarnings('ignore', message=r"`ModelCheckpoint\(monitor='val_select'\)` could not find the monitored key")
         logger.addFilter(drop)
+        for failure in failures:
+            failure.addFilter(drop_failed)
         try:
             yield
         finally:
             logger.removeFilter(drop)
+            for failure in failures:
+                failure.removeFilter(drop_failed)
 
 
 def check_filelock() -> None:

@@ -1,5 +1,6 @@
 """Resume after SIGKILL, determinism, NaN, bad input and safe files (the README's Reliability section)."""
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -127,9 +128,19 @@ def test_nan_stops_with_epoch_and_step_and_keeps_the_checkpoint(tmp_path, monkey
         return loss * float('nan') if self.trainer.current_epoch == 1 and batch_idx == 2 else loss
 
     monkeypatch.setattr(SearchModule, 'training_step', poisoned)
-    assert run_cli([*SEARCH, '--output', str(tmp_path)]) == 3
+    said = []                                      # what NNI logs of the failure on top of the CLI's one line
+    listener = logging.Handler(logging.ERROR)
+    listener.emit = lambda record: said.append(record.getMessage())
+    nni_loggers = [logging.getLogger(name) for name in ('nni.nas.execution.sequential', 'nni.nas.strategy.base')]
+    for logger in nni_loggers:
+        logger.addHandler(listener)
+    try:
+        assert run_cli([*SEARCH, '--output', str(tmp_path)]) == 3
+    finally:
+        for logger in nni_loggers:
+            logger.removeHandler(listener)
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert 'epoch 1, step 2' in err and '--resume' in err
+    assert 'epoch 1, step 2' in err and '--resume' in err and said == []
     checkpoint = torch.load(tmp_path / 'checkpoints' / 'latest.ckpt', map_location='cpu', weights_only=False)
     assert checkpoint['epoch'] == 0
     assert all(torch.isfinite(v).all() for v in checkpoint['state_dict'].values() if v.is_floating_point())
