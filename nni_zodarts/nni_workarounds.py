@@ -43,8 +43,9 @@ def quiet_nni():
         message = record.getMessage()             # reports it itself (one line, or a bug's traceback)
         return not (message.endswith('fails to be executed.') or message == 'Strategy failed to execute.')
 
-    failures = [logging.getLogger('nni.nas.execution.sequential'), logging.getLogger('nni.nas.strategy.base')]
-    logger = logging.getLogger('nni.nas.experiment.config.experiment')
+    filters = [(logging.getLogger('nni.nas.experiment.config.experiment'), drop),
+               (logging.getLogger('nni.nas.execution.sequential'), drop_failed),
+               (logging.getLogger('nni.nas.strategy.base'), drop_failed)]
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message=IMPORT_NOISE, category=RuntimeWarning)
         warnings.filterwarnings('ignore', message=r'.*`isinstance\(treespec, LeafSpec\)` is deprecated')
@@ -59,15 +60,13 @@ def quiet_nni():
         # holds checkpoints already; on resume Lightning ends the restored epoch before any metric exists.
         warnings.filterwarnings('ignore', message=r'Checkpoint directory .* exists and is not empty')
         warnings.filterwarnings('ignore', message=r"`ModelCheckpoint\(monitor='val_select'\)` could not find the monitored key")
-        logger.addFilter(drop)
-        for failure in failures:
-            failure.addFilter(drop_failed)
+        for logger, keep in filters:
+            logger.addFilter(keep)
         try:
             yield
         finally:
-            logger.removeFilter(drop)
-            for failure in failures:
-                failure.removeFilter(drop_failed)
+            for logger, keep in filters:
+                logger.removeFilter(keep)
 
 
 def check_filelock() -> None:

@@ -12,9 +12,8 @@ import torch
 from benchmarks.batch_statistics import accuracy
 from benchmarks.finished import reported_models
 from benchmarks.reproduce import (COLUMNS, DERIVED_BUDGETS, PAPER_BUDGETS, _same_settings, budget_window,
-                                  derive_budgets, missing_runs, parse_args, random_architecture, share_search_prefix,
-                                  summarise, target_lines)
-from benchmarks.reproduce import main as reproduce
+                                  derive_budgets, main as reproduce, missing_runs, parse_args, random_architecture,
+                                  share_search_prefix, summarise, target_lines)
 from benchmarks.selection import read_runs
 from nni_zodarts.retrain import build_model
 from nni_zodarts.search import sample_architecture
